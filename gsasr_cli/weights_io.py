@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import GsasrError
@@ -43,7 +43,7 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k).float() for k in f.keys()}
         cfg = ModelConfig(**json.loads(metadata["config"]))
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, SafetensorError) as exc:
         raise GsasrError(f"{path}: not a gsasr weights file ({exc})") from exc
     model = GSASR(cfg)
     missing, unexpected = model.load_state_dict(tensors, strict=False)

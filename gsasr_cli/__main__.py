@@ -1,0 +1,5 @@
+"""`python -m gsasr_cli`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,23 @@
+"""Shared helpers for the test suite."""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_gaussians(
+    b: int, h: int, w: int, g: int, c: int = 3, *, dtype: torch.dtype = torch.float64,
+    seed: int = 0, device: str = "cpu",
+) -> tuple[torch.Tensor, ...]:
+    """Seeded random Gaussian parameters inside the rasterizer's valid ranges."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def u(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen, dtype=torch.float64)
+
+    means = u(b, h, w, g, 2)
+    sigmas = 0.08 + 0.67 * u(b, h, w, g, 2)
+    rhos = 0.9 * (2 * u(b, h, w, g) - 1)
+    opacities = u(b, h, w, g)
+    colors = torch.randn(b, h, w, g, c, generator=gen, dtype=torch.float64)
+    return tuple(t.to(device=device, dtype=dtype) for t in (means, sigmas, rhos, opacities, colors))
