@@ -1,14 +1,15 @@
 """Rasterizer speed: Triton kernels against the PyTorch reference, forward and backward.
 
-    python benchmarks/bench_rasterize.py            # CUDA: full 4K / 8K renders
-    python benchmarks/bench_rasterize.py --shrink 16  # CPU: reference only, smaller renders
+    python benchmarks/bench_rasterize.py [--shrink N] [--no-reference]
 
-Renders of 4K (3840 x 2160) and 8K (7680 x 4320) outputs at x2, x3.7 and x4, the LR size
-being the output size over the scale; G = 4 Gaussians per cell, radius 1, C = 3.
-"Gaussian evaluations" counts what the math needs, Ho Wo (2R + 1)^2 G per pass, for both
-implementations. Bandwidth counts the compulsory traffic: forward reads the Gaussian
-parameters and writes the image; backward reads the parameters and the upstream gradient
-and writes the parameter gradients.
+On CUDA it times full 4K (3840 x 2160) and 8K (7680 x 4320) renders; on a CPU it times the
+reference alone, on outputs shrunk 32x.
+
+Scales x2, x3.7 and x4, the LR size being the output size over the scale; G = 4 Gaussians
+per cell, radius 1, C = 3. "Gaussian evaluations" counts what the math needs, Ho Wo
+(2R + 1)^2 G per pass, for both implementations. Bandwidth counts the compulsory traffic:
+forward reads the Gaussian parameters and writes the image; backward reads the parameters
+and the upstream gradient and writes the parameter gradients.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import statistics
 import time
 
 import torch
-
 from gsasr_kernels import axis_map
 from gsasr_kernels._torch_impl import _rasterize
 
@@ -107,12 +107,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--shrink", type=int, default=None,
-                    help="divide the output sizes by this (default 1 on CUDA, 16 on CPU)")
+                    help="divide the output sizes by this (default 1 on CUDA, 32 on CPU)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure on CPU")
     ap.add_argument("--no-reference", action="store_true", help="time the Triton kernels only")
     args = ap.parse_args()
     device = torch.device(args.device)
-    shrink = args.shrink or (1 if device.type == "cuda" else 16)
+    shrink = args.shrink or (1 if device.type == "cuda" else 32)
     impls = {"torch": _rasterize}
     if device.type == "cuda":
         from gsasr_kernels.triton_rasterize import rasterize_triton
@@ -126,7 +126,7 @@ def main() -> None:
         print("Triton numbers need CUDA: timing the PyTorch reference alone", end="")
         print(f", on outputs shrunk {shrink}x" if shrink > 1 else "")
     head = (f"{'render':>7} {'scale':>5} {'LR':>11} {'output':>11} {'impl':>6} {'pass':>4} "
-            f"{'ms (p20-p80)':>22} {'Geval/s':>8} {'GB/s':>8} {'% peak':>7}")
+            f"{'ms (p20-p80)':>26} {'Geval/s':>8} {'GB/s':>8} {'% peak':>7}")
     print(head)
     print("-" * len(head))
     for label, (ho_full, wo_full) in TARGETS.items():
@@ -151,8 +151,8 @@ def main() -> None:
                     gbps = traffic[pas] / med / 1e6
                     pct = f"{100 * gbps / peak:6.1f}%" if peak else f"{'unknown':>7}"
                     print(f"{label:>7} {scale:>5} {f'{h}x{w}':>11} {f'{ho}x{wo}':>11} "
-                          f"{name:>6} {pas:>4} {f'{med:.3f} ({lo:.3f}-{hi:.3f})':>22} "
-                          f"{evals / med / 1e6:8.2f} {gbps:8.2f} {pct}")
+                          f"{name:>6} {pas:>4} {f'{med:.3f} ({lo:.3f}-{hi:.3f})':>26} "
+                          f"{evals / med / 1e6:8.3g} {gbps:8.3g} {pct}")
     if "triton" in impls:
         from gsasr_kernels import triton_rasterize as tr
 

@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError
 
 from . import __version__
-from .errors import GsasrError
+from .errors import GsasrError, UsageProblem
 
 app = typer.Typer(
     rich_markup_mode="rich",
@@ -45,54 +45,118 @@ def _root(
     """Arbitrary-scale image super-resolution by 2D Gaussian splatting."""
 
 
-def _default_output(path: Path, scale: float) -> Path:
-    return path.with_name(f"{path.stem}_x{scale:g}{path.suffix}")
+def _sizing(scale: float | None, width: int | None, height: int | None, size: str | None):
+    from .upscale import Sizing
+
+    given = [n for n, v in (("--scale", scale), ("--width", width), ("--height", height),
+                            ("--size", size)) if v is not None]
+    if len(given) != 1:
+        raise UsageProblem("give exactly one of --scale, --width, --height, --size"
+                           + (f" (got {', '.join(given)})" if given else ""))
+    if scale is not None and (not math.isfinite(scale) or scale < 1):
+        raise UsageProblem(f"--scale must be a number >= 1, got {scale:g}")
+    for name, value in (("--width", width), ("--height", height)):
+        if value is not None and value < 1:
+            raise UsageProblem(f"{name} must be a positive number of pixels, got {value}")
+    parsed = None
+    if size is not None:
+        w, sep, h = size.lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+            raise UsageProblem(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1920x1080, got {size}")
+        parsed = (int(w), int(h))
+    return Sizing(scale=scale, width=width, height=height, size=parsed)
 
 
 @app.command()
 def upscale(
-    input: Annotated[Path, typer.Argument(help="Image to upscale (PNG, JPEG, WebP, TIFF, BMP).")],
-    scale: Annotated[float, typer.Option("--scale", "-s", help="Scale factor, any number >= 1.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Images or folders to upscale, or - for standard input.",
+                       show_default=False),
+    ],
+    scale: Annotated[float | None, typer.Option("--scale", "-s", help="Scale factor >= 1.")] = None,
+    width: Annotated[int | None, typer.Option(help="Output width; height keeps the aspect.")] = None,
+    height: Annotated[int | None, typer.Option(help="Output height; width keeps the aspect.")] = None,
+    size: Annotated[str | None, typer.Option(help="Exact output size WxH (per-axis scales).")] = None,
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Output file [default: <stem>_x<scale>.<ext>]."),
+        str | None,
+        typer.Option("--output", "-o",
+                     help="Output file, folder, or - for standard output "
+                          "[default: <stem>_x<scale>.<ext> beside the input]."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="png, jpg, webp, tif or bmp [default: by extension].")
+    ] = None,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
+    alpha: Annotated[str, typer.Option(help="Alpha plane: bicubic or model.")] = "bicubic",
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    glob: Annotated[
+        list[str] | None, typer.Option(help="Only files matching this pattern (repeatable).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List what would be done; touch nothing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     weights: Annotated[
         Path | None, typer.Option(help="Model weights (.safetensors) [default: shipped model].")
     ] = None,
 ) -> None:
-    """Upscale one image by any factor, e.g. [bold]gsasr upscale photo.png --scale 3.7[/]."""
-    if not math.isfinite(scale) or scale < 1:
-        raise typer.BadParameter(f"must be a number >= 1, got {scale:g}", param_hint="--scale")
+    """Upscale images by any factor, e.g. [bold]gsasr upscale photo.png --scale 3.7[/]."""
+    sizing = _sizing(scale, width, height, size)
+    if alpha not in ("bicubic", "model"):
+        raise UsageProblem(f"--alpha must be bicubic or model, got {alpha}")
+    if json_out and output == "-":
+        raise UsageProblem("--json and -o - both want standard output; choose one")
     # Imported here so that `gsasr --help` and `--version` do not pay for torch.
-    from .imageio import FORMATS, check_writable, encode, read_image, write_atomic
-    from .upscale import output_size, resolve_device, upscale_image
-    from .weights_io import load_model
+    from .jobs import execute, plan
 
-    out = output if output is not None else _default_output(input, scale)
-    if out.suffix.lower() not in FORMATS:
-        raise GsasrError(f"{out}: unsupported output format {out.suffix or '(no extension)'}; "
-                         f"use one of {', '.join(sorted(FORMATS))}")
-    if out.exists() and input.exists() and out.resolve() == input.resolve():
-        raise GsasrError(f"{out}: refusing to overwrite the input image")
-    if out.exists() and not overwrite:
-        raise GsasrError(f"{out}: output exists (use --overwrite to replace it)")
-    check_writable(out.parent if str(out.parent) else Path("."), str(out))
-    image = read_image(input)
-    dev = resolve_device(device)
-    model = load_model(weights, dev)
+    jobs = plan(inputs, output, sizing, fmt, recursive, glob)
+    results = execute(jobs, sizing, overwrite=overwrite, dry_run=dry_run, quality=quality,
+                      alpha=alpha, device=device, weights=weights)
+    raise typer.Exit(_report(results, len(jobs), json_out, dry_run))
 
-    h, w = image.size
-    size = output_size(h, w, scale)
-    err.print(f"{input}: {w}x{h} -> {size[1]}x{size[0]} (x{scale:g}) on {dev}", soft_wrap=True)
+
+def _report(results, total: int, json_out: bool, dry_run: bool) -> int:
+    """Show each result as it comes (JSON on stdout, or lines on stderr), then a summary."""
+    import json
+    from dataclasses import asdict
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    counts = {"ok": 0, "skipped": 0, "failed": 0, "dry-run": 0}
     start = time.perf_counter()
-    result = upscale_image(model, image, size, (scale, scale), dev)
-    data = encode(result, out.suffix, quality)
-    write_atomic(out, data)
-    err.print(f"wrote {out} in {time.perf_counter() - start:.2f} s", soft_wrap=True)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=err, transient=True,
+                        disable=not err.is_terminal or total < 2)
+    with progress:
+        task = progress.add_task("upscaling", total=total)
+        for r in results:
+            counts[r.status] += 1
+            if json_out:
+                record = asdict(r)
+                record.pop("extra")
+                print(json.dumps(record), flush=True)
+            elif r.status == "dry-run":
+                print(f"{r.input} ({_wh(r.input_size)}) -> {r.output} ({_wh(r.output_size)})")
+            if r.status == "failed":
+                progress.console.print(f"error: {r.error}", markup=False, soft_wrap=True)
+            elif r.status == "skipped":
+                progress.console.print(f"skipped: {r.error}", markup=False, soft_wrap=True)
+            elif r.status == "ok":
+                progress.console.print(
+                    f"{r.input}: {_wh(r.input_size)} -> {_wh(r.output_size)}, wrote {r.output} "
+                    f"in {r.seconds:.2f} s", markup=False, soft_wrap=True)
+            progress.advance(task)
+    if total > 1 or dry_run:
+        done = "would upscale" if dry_run else "upscaled"
+        n = counts["dry-run"] if dry_run else counts["ok"]
+        err.print(f"{done} {n}, skipped {counts['skipped']}, failed {counts['failed']} "
+                  f"of {total} in {time.perf_counter() - start:.1f} s", markup=False, soft_wrap=True)
+    return 1 if counts["failed"] else 0
+
+
+def _wh(size: list[int] | None) -> str:
+    return f"{size[0]}x{size[1]}" if size else "?"
 
 
 @app.command()
@@ -137,8 +201,11 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="gsasr", standalone_mode=False)
+    except UsageProblem as exc:
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(2)
     except GsasrError as exc:
-        err.print(f"[red]error:[/] {exc}", markup=True, soft_wrap=True)
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         sys.exit(1)
     except UsageError as exc:
         if exc.ctx is not None and not exc.format_message():  # bare `gsasr`: show the help

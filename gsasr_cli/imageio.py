@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import GsasrError
+from .metadata import Metadata, apply_orientation, embed, read_metadata
 
 # Extension -> (OpenCV encoder extension, can hold 16 bits, can hold alpha)
 FORMATS: dict[str, tuple[str, bool, bool]] = {
@@ -37,6 +38,7 @@ class Image:
     alpha: np.ndarray | None  # [H, W] float32 in [0, 1], or None
     bits: int  # 8 or 16
     grey: bool  # single channel on input
+    meta: Metadata = Metadata()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -48,9 +50,15 @@ def decode(data: bytes, name: str) -> Image:
     """Decode image bytes; `name` is used in error messages."""
     if not data:
         raise GsasrError(f"{name}: empty file")
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. a header announcing an impossible size
+        raise GsasrError(f"{name}: not a readable image (the decoder rejected it: "
+                         f"{str(exc).strip().splitlines()[-1][:120]})") from exc
     if raw is None or raw.size == 0:
         raise GsasrError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
+    meta = read_metadata(data)
+    raw = apply_orientation(raw, meta.orientation)
     if raw.dtype == np.uint8:
         bits, scale = 8, 255.0
     elif raw.dtype == np.uint16:
@@ -69,7 +77,7 @@ def decode(data: bytes, name: str) -> Image:
             alpha = pixels[:, :, 3]
     else:
         raise GsasrError(f"{name}: unsupported channel count {pixels.shape[2]}")
-    return Image(np.ascontiguousarray(rgb), alpha, bits, grey)
+    return Image(np.ascontiguousarray(rgb), alpha, bits, grey, meta)
 
 
 def read_image(path: Path) -> Image:
@@ -109,7 +117,7 @@ def encode(image: Image, ext: str, quality: int = 95) -> bytes:
     ok, buf = cv2.imencode(cv_ext, pixels, params)
     if not ok:
         raise GsasrError(f"cannot encode the result as {ext}")
-    return buf.tobytes()
+    return embed(buf.tobytes(), cv_ext, image.meta, pixels.shape[1], pixels.shape[0])
 
 
 def check_writable(folder: Path, name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,7 +18,41 @@ from .resize import imresize
 
 def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """s times the input size, rounded to the nearest pixel (halves round up)."""
-    return max(1, math.floor(height * scale + 0.5)), max(1, math.floor(width * scale + 0.5))
+    return _round(height * scale), _round(width * scale)
+
+
+def _round(x: float) -> int:
+    return max(1, math.floor(x + 0.5))
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How big the output is: exactly one of a scale, a width, a height or a size."""
+
+    scale: float | None = None
+    width: int | None = None  # height follows, aspect ratio kept
+    height: int | None = None  # width follows, aspect ratio kept
+    size: tuple[int, int] | None = None  # (width, height), exact: per-axis scales
+
+    def target(self, height: int, width: int) -> tuple[tuple[int, int], tuple[float, float]]:
+        """((out_h, out_w), (scale_y, scale_x)) for an input of `height` x `width`."""
+        if self.scale is not None:
+            return output_size(height, width, self.scale), (self.scale, self.scale)
+        if self.width is not None:
+            s = self.width / width
+            return (_round(height * s), self.width), (s, s)
+        if self.height is not None:
+            s = self.height / height
+            return (self.height, _round(width * s)), (s, s)
+        assert self.size is not None
+        w, h = self.size
+        return (h, w), (h / height, w / width)
+
+    def suffix(self, out_size: tuple[int, int]) -> str:
+        """File-name suffix: `_x3.7` for a scale, `_1920x1080` for a size."""
+        if self.scale is not None:
+            return f"_x{self.scale:g}"
+        return f"_{out_size[1]}x{out_size[0]}"
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -56,12 +91,17 @@ def upscale_rgb(
 
 def upscale_image(
     model: GSASR, image: Image, out_size: tuple[int, int], scale: tuple[float, float],
-    device: torch.device,
+    device: torch.device, alpha_mode: str = "bicubic",
 ) -> Image:
-    """Upscale colour with the model; an alpha plane, if any, with MATLAB bicubic."""
+    """Upscale colour with the model; an alpha plane with MATLAB bicubic or the model."""
     rgb = upscale_rgb(model, image.rgb, out_size, scale, device)
     alpha = None
     if image.alpha is not None:
-        plane = torch.from_numpy(image.alpha).double()
-        alpha = imresize(plane, *out_size).clamp(0, 1).float().numpy()
-    return Image(rgb, alpha, image.bits, image.grey)
+        if alpha_mode == "model":
+            planes = np.repeat(image.alpha[:, :, None], 3, axis=2)
+            alpha = upscale_rgb(model, planes, out_size, scale, device).mean(axis=2)
+        else:
+            plane = torch.from_numpy(image.alpha).double()
+            alpha = imresize(plane, *out_size).float().numpy()
+        alpha = np.clip(alpha, 0.0, 1.0)
+    return Image(rgb, alpha, image.bits, image.grey, image.meta)

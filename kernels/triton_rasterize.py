@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import torch
 import triton
@@ -18,25 +19,29 @@ from torch import Tensor
 from .coords import AxisMap
 
 # Read once, as `triton.jit` does: it decides whether the kernels below are interpreted.
-INTERPRET = bool(triton.knobs.runtime.interpret)
+try:
+    INTERPRET = bool(triton.knobs.runtime.interpret)
+except AttributeError:  # Triton before 3.4 has no knobs
+    INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on", "y")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Tile shapes. The interpreter gets one fixed config (the autotuner then never benchmarks).
 # On CUDA the autotuner keys on G, C, R and a log2 bucket of the scale rather than on the
 # output size: training renders a new size every batch, and re-tuning each would cost more
-# than it saves, while the best tile follows from pixels per LR cell.
+# than it saves, while the best tile follows from pixels per LR cell. The candidates are
+# those that compile for sm_90 without register spills (ptxas -v); none is GPU-measured yet.
 if INTERPRET:
     _FWD_CONFIGS = [triton.Config({"BLOCK_H": 16, "BLOCK_W": 16}, num_warps=4)]
     _BWD_CONFIGS = [triton.Config({"BLOCK_Y": 2, "BLOCK_X": 2, "BLOCK_H": 8, "BLOCK_W": 8})]
 else:
     _FWD_CONFIGS = [
         triton.Config({"BLOCK_H": bh, "BLOCK_W": bw}, num_warps=nw)
-        for bh, bw, nw in ((8, 8, 2), (8, 16, 2), (16, 16, 4), (16, 32, 4), (32, 32, 8))
+        for bh, bw, nw in ((8, 8, 2), (8, 16, 2), (16, 16, 4), (16, 32, 8), (32, 32, 16))
     ]
     _BWD_CONFIGS = [
         triton.Config({"BLOCK_Y": by, "BLOCK_X": bx, "BLOCK_H": bh, "BLOCK_W": bw}, num_warps=nw)
-        for by, bx, bh, bw, nw in ((1, 1, 8, 8, 2), (1, 2, 8, 16, 2), (1, 1, 16, 16, 4),
-                                   (2, 2, 16, 16, 4))
+        for by, bx, bh, bw, nw in ((1, 1, 8, 8, 4), (1, 1, 16, 16, 8), (1, 2, 8, 16, 4),
+                                   (2, 2, 8, 8, 4))
     ]
 _TUNE_KEY = ["G", "C", "R", "scale_bucket"]
 
@@ -58,7 +63,6 @@ def _rasterize_fwd_kernel(
     n_rows, n_cols, H, W, G, C,
     scale_bucket,  # autotune key only
     R: tl.constexpr,
-    BLOCK_G: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
@@ -82,12 +86,10 @@ def _rasterize_fwd_kernel(
     offs_p = tl.arange(0, BLOCK_H * BLOCK_W)
     i = pid_h * BLOCK_H + offs_p // BLOCK_W
     j = pid_w * BLOCK_W + offs_p % BLOCK_W
-    offs_g = tl.arange(0, BLOCK_G)
     offs_c = tl.arange(0, BLOCK_C)
 
     # -- masks
     mask_p = (i < n_rows) & (j < n_cols)
-    mask_g = offs_g < G
     mask_c = offs_c < C
 
     # -- masked loads: each pixel's LR cell and its position inside it
@@ -112,28 +114,28 @@ def _rasterize_fwd_kernel(
             ox = cx - cell_j
             ok = row_ok & (tl.abs(ox) <= R)
             fx = frac_j - ox.to(tl.float32)
-            n = ((pid_b * H + cy) * W + cx) * G + offs_g  # [BLOCK_G] Gaussian index
-            mx = tl.load(means_ptr + 2 * n, mask=mask_g, other=0.0).to(tl.float32)
-            my = tl.load(means_ptr + 2 * n + 1, mask=mask_g, other=0.0).to(tl.float32)
-            sx = tl.load(sigmas_ptr + 2 * n, mask=mask_g, other=1.0).to(tl.float32)
-            sy = tl.load(sigmas_ptr + 2 * n + 1, mask=mask_g, other=1.0).to(tl.float32)
-            rho = tl.load(rhos_ptr + n, mask=mask_g, other=0.0).to(tl.float32)
-            a = tl.load(opacities_ptr + n, mask=mask_g, other=0.0).to(tl.float32)
-            col = tl.load(
-                colors_ptr + n[:, None] * C + offs_c[None, :],
-                mask=mask_g[:, None] & mask_c[None, :],
-                other=0.0,
-            ).to(tl.float32)  # [BLOCK_G, BLOCK_C]
-            inv = 1.0 / (1.0 - rho * rho)
-            ca = inv / (sx * sx)
-            cb = -rho * inv / (sx * sy)
-            cc = inv / (sy * sy)
-            dx = fx[:, None] - mx[None, :]  # [P, BLOCK_G]
-            dy = fy[:, None] - my[None, :]
-            q = ca[None, :] * dx * dx + 2.0 * cb[None, :] * dx * dy + cc[None, :] * dy * dy
-            taper = tl.maximum(1.0 - (dx * dx + dy * dy) * inv_r2, 0.0)
-            wgt = tl.where(ok[:, None], tl.exp(-0.5 * q) * taper * taper, 0.0)
-            acc += tl.sum(wgt[:, :, None] * (a[:, None] * col)[None, :, :], axis=1)
+            for g in range(G):
+                # Scalar loads: in bounds by the loop ranges, and uniform across the
+                # program, so one load serves the whole tile (a [G]-vector per cell
+                # would need 3-D temporaries and overflow the registers).
+                n = ((pid_b * H + cy) * W + cx) * G + g
+                mx = tl.load(means_ptr + 2 * n).to(tl.float32)
+                my = tl.load(means_ptr + 2 * n + 1).to(tl.float32)
+                sx = tl.load(sigmas_ptr + 2 * n).to(tl.float32)
+                sy = tl.load(sigmas_ptr + 2 * n + 1).to(tl.float32)
+                rho = tl.load(rhos_ptr + n).to(tl.float32)
+                a = tl.load(opacities_ptr + n).to(tl.float32)
+                col = tl.load(colors_ptr + n * C + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+                inv = 1.0 / (1.0 - rho * rho)
+                ca = inv / (sx * sx)
+                cb = -rho * inv / (sx * sy)
+                cc = inv / (sy * sy)
+                dx = fx - mx
+                dy = fy - my
+                q = ca * dx * dx + 2.0 * cb * dx * dy + cc * dy * dy
+                taper = tl.maximum(1.0 - (dx * dx + dy * dy) * inv_r2, 0.0)
+                wgt = tl.where(ok, tl.exp(-0.5 * q) * taper * taper, 0.0)
+                acc += wgt[:, None] * (a * col)[None, :]
 
     # -- masked store
     out_offs = (pid_b * out_stride_b + offs_c[None, :] * out_stride_c
@@ -165,8 +167,9 @@ def _rasterize_bwd_kernel(
     grad_out_ptr,  # [B, C, Ho, Wo]
     grad_out_stride_b, grad_out_stride_c, grad_out_stride_h, grad_out_stride_w,
     grad_means_ptr, grad_sigmas_ptr, grad_rhos_ptr, grad_opacities_ptr, grad_colors_ptr,
-    n_rows, n_cols, H, W, G, C,
+    n_rows, n_cols, H, W, G,
     scale_bucket,  # autotune key only
+    C: tl.constexpr,  # unrolled channel loop: no [N, P, C] temporaries
     R: tl.constexpr,
     BLOCK_G: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -204,7 +207,6 @@ def _rasterize_bwd_kernel(
     rho = tl.load(rhos_ptr + n, mask=mask_n, other=0.0).to(tl.float32)
     a = tl.load(opacities_ptr + n, mask=mask_n, other=0.0).to(tl.float32)
     col_offs = n[:, None] * C + offs_c[None, :]
-    col = tl.load(colors_ptr + col_offs, mask=mask_nc, other=0.0).to(tl.float32)
     i_start = tl.min(tl.load(row_start_ptr + y_n, mask=mask_n, other=n_rows), axis=0)
     i_end = tl.max(tl.load(row_end_ptr + y_n, mask=mask_n, other=0), axis=0)
     j_start = tl.min(tl.load(col_start_ptr + x_n, mask=mask_n, other=n_cols), axis=0)
@@ -232,12 +234,7 @@ def _rasterize_bwd_kernel(
             frac_i = tl.load(row_frac_ptr + i, mask=mask_p, other=0.0)
             cell_j = tl.load(col_cell_ptr + j, mask=mask_p, other=0)
             frac_j = tl.load(col_frac_ptr + j, mask=mask_p, other=0.0)
-            v = tl.load(
-                grad_out_ptr + pid_b * grad_out_stride_b + offs_c[None, :] * grad_out_stride_c
-                + i[:, None] * grad_out_stride_h + j[:, None] * grad_out_stride_w,
-                mask=mask_p[:, None] & mask_c[None, :],
-                other=0.0,
-            ).to(tl.float32)  # [P, BLOCK_C]
+            v_offs = pid_b * grad_out_stride_b + i * grad_out_stride_h + j * grad_out_stride_w
             oy = y_n[:, None] - cell_i[None, :]  # [N, P]
             ox = x_n[:, None] - cell_j[None, :]
             ok = mask_n[:, None] & mask_p[None, :] & (tl.abs(oy) <= R) & (tl.abs(ox) <= R)
@@ -247,11 +244,17 @@ def _rasterize_bwd_kernel(
             u = tl.maximum(1.0 - (dx * dx + dy * dy) * inv_r2, 0.0)
             e = tl.where(ok, tl.exp(-0.5 * q), 0.0)
             wgt = e * u * u
-            s = tl.sum(col[:, None, :] * v[None, :, :], axis=2)  # [N, P]
+            s = tl.zeros_like(wgt)  # [N, P] colour . upstream gradient
+            for c in tl.static_range(C):
+                v = tl.load(grad_out_ptr + v_offs + c * grad_out_stride_c, mask=mask_p,
+                            other=0.0).to(tl.float32)  # [P]
+                col_c = tl.load(colors_ptr + n * C + c, mask=mask_n, other=0.0).to(tl.float32)
+                s += col_c[:, None] * v[None, :]
+                wv = tl.sum(wgt * v[None, :], axis=1)
+                acc_wv += tl.where(offs_c[None, :] == c, wv[:, None], 0.0)
             g = a[:, None] * s
             g_q = -0.5 * g * wgt
             g_t = -2.0 * g * e * u
-            acc_wv += tl.sum(wgt[:, :, None] * v[None, :, :], axis=1)
             acc_ws += tl.sum(wgt * s, axis=1)
             acc_qxx += tl.sum(g_q * dx * dx, axis=1)
             acc_qxy += tl.sum(g_q * dx * dy, axis=1)
@@ -302,20 +305,23 @@ class _RasterizeFunction(torch.autograd.Function):
         b, h, w, g, _ = means.shape
         c = colors.shape[-1]
         ho, wo = row_cell.numel(), col_cell.numel()
-        out = means.new_zeros(b, c, ho, wo)
+        out = means.new_empty(b, c, ho, wo)  # the kernel writes every element
         ctx.save_for_backward(means, sigmas, rhos, opacities, colors,
                               row_cell, row_frac, col_cell, col_frac)
         ctx.radius = radius
         if out.numel() == 0 or means.numel() == 0:
-            return out
-        grid = lambda meta: (triton.cdiv(wo, meta["BLOCK_W"]), triton.cdiv(ho, meta["BLOCK_H"]), b)  # noqa: E731
+            return out.zero_()
+
+        def grid(meta):
+            return triton.cdiv(wo, meta["BLOCK_W"]), triton.cdiv(ho, meta["BLOCK_H"]), b
+
         with _device_guard(means):
             _rasterize_fwd_kernel[grid](
                 means, sigmas, rhos, opacities, colors,
                 row_cell, row_frac, col_cell, col_frac,
                 out, *out.stride(),
                 ho, wo, h, w, g, c, _scale_bucket(ho, wo, h, w),
-                R=radius, BLOCK_G=triton.next_power_of_2(g), BLOCK_C=triton.next_power_of_2(c),
+                R=radius, BLOCK_C=triton.next_power_of_2(c),
             )
         return out
 
@@ -328,11 +334,17 @@ class _RasterizeFunction(torch.autograd.Function):
         b, h, w, g, _ = means.shape
         c = colors.shape[-1]
         ho, wo = row_cell.numel(), col_cell.numel()
-        grads = [torch.zeros_like(t) for t in (means, sigmas, rhos, opacities, colors)]
-        if grad_out.numel() > 0 and means.numel() > 0:
+        params = (means, sigmas, rhos, opacities, colors)
+        if grad_out.numel() == 0 or means.numel() == 0:
+            grads = [torch.zeros_like(t) for t in params]
+        else:
+            grads = [torch.empty_like(t) for t in params]  # the kernel writes every element
             row_start, row_end = _footprint(row_cell, h, r)
             col_start, col_end = _footprint(col_cell, w, r)
-            grid = lambda meta: (triton.cdiv(w, meta["BLOCK_X"]), triton.cdiv(h, meta["BLOCK_Y"]), b)  # noqa: E731
+
+            def grid(meta):
+                return triton.cdiv(w, meta["BLOCK_X"]), triton.cdiv(h, meta["BLOCK_Y"]), b
+
             with _device_guard(means):
                 _rasterize_bwd_kernel[grid](
                     means, sigmas, rhos, opacities, colors,
@@ -340,11 +352,12 @@ class _RasterizeFunction(torch.autograd.Function):
                     row_start, row_end, col_start, col_end,
                     grad_out, *grad_out.stride(),
                     *grads,
-                    ho, wo, h, w, g, c, _scale_bucket(ho, wo, h, w),
-                    R=r, BLOCK_G=triton.next_power_of_2(g), BLOCK_C=triton.next_power_of_2(c),
+                    ho, wo, h, w, g, _scale_bucket(ho, wo, h, w),
+                    C=c, R=r, BLOCK_G=triton.next_power_of_2(g),
+                    BLOCK_C=triton.next_power_of_2(c),
                 )
         needed = ctx.needs_input_grad[:5]
-        return (*(gr if need else None for gr, need in zip(grads, needed)),
+        return (*(gr if need else None for gr, need in zip(grads, needed, strict=True)),
                 None, None, None, None, None)
 
 

@@ -83,10 +83,10 @@ def test_bad_scale_is_a_usage_error(small_png, capsys, bad):
     assert out == ""
 
 
-def test_missing_file(tmp_path, capsys):
+def test_missing_file_is_a_usage_error(tmp_path, capsys):
     code, _, err = run(["upscale", str(tmp_path / "nope.png"), "-s", "2"], capsys)
-    assert code == 1
-    assert err.strip() == f"error: {tmp_path / 'nope.png'}: no such file"
+    assert code == 2
+    assert err.strip() == f"error: {tmp_path / 'nope.png'}: no such file or folder"
 
 
 @pytest.mark.parametrize(
@@ -161,7 +161,7 @@ def test_output_folder_without_write_permission(small_png, tmp_path, capsys):
 
 def test_unsupported_output_format(small_png, capsys):
     code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", "out.gif"], capsys)
-    assert code == 1 and ".gif" in err
+    assert code == 2 and ".gif" in err
 
 
 def test_cuda_requested_without_cuda(small_png, capsys):

@@ -10,11 +10,11 @@ import os
 
 import pytest
 import torch
-
+from conftest import random_gaussians
 from gsasr_kernels import axis_map, rasterize, rasterizer_path
 from gsasr_kernels._torch_impl import _rasterize
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on", "y")
+INTERPRET = os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "yes", "on", "y")
 NAMES = ("means", "sigmas", "rhos", "opacities", "colors")
 
 
@@ -61,18 +61,7 @@ CASES = [
 
 def _params(b, h, w, g, c, seed):
     """Seeded fp32 Gaussian parameters in the ranges the model produces."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def u(*shape, lo=0.0, hi=1.0):
-        return lo + (hi - lo) * torch.rand(*shape, generator=gen)
-
-    return [
-        u(b, h, w, g, 2),
-        u(b, h, w, g, 2, lo=0.08, hi=0.75),
-        u(b, h, w, g, lo=-0.9, hi=0.9),
-        u(b, h, w, g, lo=0.01, hi=0.99),
-        torch.randn(b, h, w, g, c, generator=gen),
-    ]
+    return list(random_gaussians(b, h, w, g, c, dtype=torch.float32, seed=seed))
 
 
 def _assert_close(name, got, want, atol, rtol):
@@ -107,7 +96,7 @@ def _compare(b, h, w, g, c, sy, sx, radius, dtype, atol, rtol, seed=0, transform
 
     ref_grads = torch.autograd.grad((ref * v.float()).sum(), ref_in)
     grads = torch.autograd.grad((out * v.to(DEVICE)).sum(), ker_in)
-    for name, got, want in zip(NAMES, grads, ref_grads):
+    for name, got, want in zip(NAMES, grads, ref_grads, strict=True):
         assert got.dtype == dtype, name
         _assert_close(f"grad {name}", got, want, atol, rtol)
 
@@ -144,7 +133,7 @@ def test_deterministic():
         p = [t.to(DEVICE).requires_grad_() for t in _params(1, 5, 7, 4, 3, seed=3)]
         out = rasterize_triton(*p, rows, cols, 1)
         runs.append((out, *torch.autograd.grad(out.square().sum(), p)))
-    for first, second in zip(*runs):
+    for first, second in zip(*runs, strict=True):
         assert torch.equal(first, second)
 
 

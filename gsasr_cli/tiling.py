@@ -1,0 +1,283 @@
+"""Tiled inference: exact, seam-free, in bounded memory.
+
+The network is convolutions only (zero padding), so it is translation-equivariant: the
+Gaussians of an LR cell depend only on the input within the receptive radius of that
+cell. A tile computed on its own cells plus a halo of (receptive radius + rendering
+radius) therefore yields exactly the whole-image Gaussians of its own cells and of the
+`cfg.radius` cells around them; the rasterizer, fed global coordinates, then renders the
+tile's own output pixels (those whose LR cell lies in the tile) exactly as the whole
+image would. At the image border the halo is clipped, so the convolutions zero-pad
+there just as in the whole-image run.
+
+Only the current tile lives on the device; the output is one preallocated float32 array
+on the host. On out-of-memory the tile is halved and the failed tile retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gsasr_kernels import axis_map
+
+from .errors import GsasrError
+from .model import GSASR, GaussianField, ModelConfig
+
+MIN_TILE = 16  # below this the halo dominates the work; give up instead
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Peak memory of one tile, measured with benchmarks/bench_memory.py --cost-model on the CPU
+# (peak RSS growth of a fresh process, fp32, n_feats = 64, G = 4, least squares over
+# computed regions of 64^2 to 384^2 LR pixels at x2 and x4); see `tile_bytes`.
+BYTES_PER_LR_PIXEL_PER_FEAT = 24  # feature maps of encoder and decoder, field, packed copy
+BYTES_PER_HR_PIXEL = 40  # rendered tile, its concatenation and its copy to the host
+FIXED_BYTES = 64 << 20  # rendering chunk working set and allocator slack
+SAFETY = 0.6  # use at most this fraction of the free memory
+
+
+@dataclass(frozen=True)
+class TiledResult:
+    """The upscaled image and how it was computed."""
+
+    image: np.ndarray  # [Ho, Wo, 3] float32, not clamped
+    tile: int  # LR tile side finally used (after any halving); max(H, W) when untiled
+    tiles: int  # tiles rendered
+    oom_retries: int  # times the tile was halved after running out of memory
+    fp32_fallbacks: int  # tiles recomputed in fp32 because fp16/bf16 gave NaN or Inf
+
+
+def receptive_radius(cfg: ModelConfig) -> int:
+    """LR pixels on each side that one cell's Gaussians depend on: one per 3x3 conv in series."""
+    encoder = 1 + 2 * cfg.n_resblocks + 1  # head, two per residual block, tail
+    decoder = 2 * cfg.decoder_blocks  # the 1x1 head adds nothing
+    return encoder + decoder
+
+
+def halo(cfg: ModelConfig) -> int:
+    """LR pixels of context a tile needs on each side for exact results."""
+    return receptive_radius(cfg) + cfg.radius
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`, None for fp32; raises if unsupported."""
+    if precision not in PRECISIONS:
+        raise GsasrError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return None
+    if device.type != "cuda":
+        raise GsasrError(f"--precision {precision} needs a CUDA device; on {device.type} use fp32")
+    if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise GsasrError(f"--precision bf16: {torch.cuda.get_device_name(device)} lacks bf16")
+    return dtype
+
+
+def tile_bytes(cfg: ModelConfig, rows: int, cols: int, out_pixels: float) -> int:
+    """Estimated peak memory of one tile whose computed region (halo included) is
+    `rows` x `cols` LR pixels and whose own output has `out_pixels` pixels."""
+    lr = rows * cols * BYTES_PER_LR_PIXEL_PER_FEAT * cfg.n_feats
+    return int(lr + out_pixels * BYTES_PER_HR_PIXEL + FIXED_BYTES)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for a tile: CUDA's free memory plus what its allocator caches; on a CPU,
+    MemAvailable from /proc/meminfo (or 4 GiB when unreadable)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def auto_tile(
+    model: GSASR, lr_size: tuple[int, int], out_size: tuple[int, int],
+    scale: tuple[float, float], device: torch.device,
+) -> int:
+    """The largest LR tile side whose estimated peak fits in SAFETY x the free memory.
+
+    Returns max(H, W) (one tile, i.e. untiled) when the whole image fits, a multiple of 16
+    otherwise, and MIN_TILE when nothing fits (the tiler then reports out of memory).
+    On a CPU the host output shares the memory, so its size is taken off first.
+    """
+    h, w = lr_size
+    budget = SAFETY * free_memory(device)
+    if device.type != "cuda":
+        budget -= out_size[0] * out_size[1] * 3 * 4
+    pad = 2 * halo(model.cfg)
+
+    def fits(t: int) -> bool:
+        rows, cols = min(t + pad, h), min(t + pad, w)
+        out_px = min(t, h) * min(t, w) * scale[0] * scale[1]
+        return tile_bytes(model.cfg, rows, cols, out_px) <= budget
+
+    if fits(max(h, w)):
+        return max(h, w)
+    lo, hi = 1, max(h, w) // 16  # in units of 16
+    while lo < hi:  # largest k with fits(16 k), or 1
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(16 * mid) else (lo, mid - 1)
+    return max(MIN_TILE, 16 * lo)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation failure (CUDA, or the CPU allocator)."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "not enough memory",
+                            "failed to allocate"))
+
+
+def _crop(field: GaussianField, y0: int, y1: int, x0: int, x1: int) -> GaussianField:
+    """Cells [y0, y1) x [x0, x1) of a field, as float32 (autocast may leave fp16/bf16)."""
+    return GaussianField(*(
+        t[:, y0:y1, x0:x1].float()
+        for t in (field.means, field.sigmas, field.rhos, field.opacities, field.colors)
+    ))
+
+
+def render_region(
+    model: GSASR,
+    rgb: np.ndarray,  # [H, W, 3] float32 in [0, 1], the whole LR image
+    region: tuple[int, int, int, int],  # (y0, y1, x0, x1): the tile's own LR cells
+    out_rows: tuple[int, int],  # [o0, o1): output rows whose LR cell is in [y0, y1)
+    out_cols: tuple[int, int],
+    scale: tuple[float, float],
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> np.ndarray:  # [o1 - o0, ...cols, 3] float32
+    """Run the network on a tile plus its halo and render the tile's own output pixels."""
+    cfg, (h, w, _) = model.cfg, rgb.shape
+    y0, y1, x0, x1 = region
+    r, pad, dec = cfg.radius, halo(cfg), 2 * cfg.decoder_blocks
+    # Three nested windows, clipped to the image: cells rendered from (tile + r), cells
+    # decoded (+ the decoder's radius), cells encoded (+ the whole halo).
+    ny0, ny1, nx0, nx1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
+    dy0, dy1, dx0, dx1 = max(0, ny0 - dec), min(h, ny1 + dec), max(0, nx0 - dec), min(w, nx1 + dec)
+    cy0, cy1, cx0, cx1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
+    lr = torch.from_numpy(np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1]))
+    lr = lr.permute(2, 0, 1)[None].to(device)
+    amp = (torch.autocast(device.type, dtype=dtype) if dtype is not None
+           else contextlib.nullcontext())
+    with amp:
+        feat = model.encoder(lr)
+        # The decoder only needs the encoder's output on its own (smaller) window.
+        sy, sx = slice(dy0 - cy0, dy1 - cy0), slice(dx0 - cx0, dx1 - cx0)
+        del lr
+        field = model.decode(
+            torch.from_numpy(np.ascontiguousarray(rgb[dy0:dy1, dx0:dx1])).permute(2, 0, 1)[None]
+            .to(device), feat[:, :, sy, sx], scale)
+    del feat
+    field = _crop(field, ny0 - dy0, ny1 - dy0, nx0 - dx0, nx1 - dx0)
+    (o0, o1), (p0, p1) = out_rows, out_cols
+    rows = axis_map(o1 - o0, scale[0], h, out_start=o0, lr_start=ny0)
+    cols = axis_map(p1 - p0, scale[1], w, out_start=p0, lr_start=nx0)
+    out = model.render(field, rows, cols)
+    return out[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+def _split(region: tuple[int, int, int, int], tile: int) -> list[tuple[int, int, int, int]]:
+    """Cover `region` (y0, y1, x0, x1) with tiles of side `tile`, row-major."""
+    y0, y1, x0, x1 = region
+    return [(ty, min(ty + tile, y1), tx, min(tx + tile, x1))
+            for ty in range(y0, y1, tile) for tx in range(x0, x1, tile)]
+
+
+def _output_span(cells: np.ndarray, c0: int, c1: int) -> tuple[int, int]:
+    """Output indices whose LR cell lies in [c0, c1); `cells` is non-decreasing."""
+    return int(np.searchsorted(cells, c0, "left")), int(np.searchsorted(cells, c1, "left"))
+
+
+@torch.inference_mode()
+def upscale_tiled_result(
+    model: GSASR,
+    rgb: np.ndarray,  # [H, W, 3] float32 in [0, 1]
+    out_size: tuple[int, int],
+    scale: tuple[float, float],
+    device: torch.device,
+    tile: int,
+    *,
+    precision: str = "fp32",
+    on_tile: Callable[[int, int], None] | None = None,
+) -> TiledResult:
+    """`upscale_tiled`, returning the image with the tile used and what was retried."""
+    h, w = rgb.shape[:2]
+    if tile < 0 or 0 < tile < MIN_TILE:
+        raise GsasrError(f"--tile {tile}: use 0 (untiled), auto, or at least {MIN_TILE}")
+    dtype = autocast_dtype(precision, device)
+    tile = tile or max(h, w)
+    ho, wo = out_size
+    row_cells = axis_map(ho, scale[0], h).cell.numpy()
+    col_cells = axis_map(wo, scale[1], w).cell.numpy()
+    out = np.empty((ho, wo, 3), np.float32)
+    pending = deque(_split((0, h, 0, w), tile))
+    done = retries = fallbacks = 0
+    while pending:
+        region = pending[0]
+        spans = (_output_span(row_cells, *region[:2]), _output_span(col_cells, *region[2:]))
+        (o0, o1), (p0, p1) = spans
+        oom: BaseException | None = None
+        if o1 > o0 and p1 > p0:  # a tile can own no output pixel when the scale is below 1
+            try:
+                part = render_region(model, rgb, region, *spans, scale, device, dtype)
+                if dtype is not None and not np.isfinite(part).all():
+                    part = render_region(model, rgb, region, *spans, scale, device, None)
+                    fallbacks += 1
+                out[o0:o1, p0:p1] = part
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                oom = exc
+        if oom is not None:
+            # Retry outside the except block, so that the traceback frees the tile's tensors.
+            new = math.ceil(tile / 2) if tile >= max(h, w) else tile // 2
+            if new < MIN_TILE:
+                raise GsasrError(
+                    f"out of memory on {device} even with {tile}x{tile} LR tiles "
+                    f"(halo {halo(model.cfg)}): {str(oom).splitlines()[0][:200]}") from oom
+            del oom
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            tile, retries = new, retries + 1
+            pending = deque(t for reg in pending for t in _split(reg, tile))
+            continue
+        pending.popleft()
+        done += 1
+        if on_tile is not None:
+            on_tile(done, done + len(pending))
+    return TiledResult(out, tile, done, retries, fallbacks)
+
+
+def upscale_tiled(
+    model: GSASR,
+    rgb: np.ndarray,  # [H, W, 3] float32 in [0, 1]
+    out_size: tuple[int, int],
+    scale: tuple[float, float],
+    device: torch.device,
+    tile: int,
+    *,
+    precision: str = "fp32",
+    on_tile: Callable[[int, int], None] | None = None,
+) -> np.ndarray:  # [Ho, Wo, 3] float32, not clamped
+    """`upscale_rgb` in LR tiles of `tile` x `tile` cells (0: untiled), with identical output.
+
+    Output pixel j samples LR coordinate (j + 0.5) / scale. `precision` fp16/bf16 runs the
+    network under autocast (CUDA only); a tile that comes out non-finite is redone in fp32.
+    `on_tile(done, total)` is called after each tile. See `upscale_tiled_result` for the
+    tile finally used.
+    """
+    return upscale_tiled_result(model, rgb, out_size, scale, device, tile,
+                                precision=precision, on_tile=on_tile).image

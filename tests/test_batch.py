@@ -1,0 +1,231 @@
+"""Scripting `gsasr upscale`: folders, pipelines, sizes, formats, metadata, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from PIL import ImageCms
+
+from test_cli import EXAMPLE, run
+
+
+def write(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(path.suffix, image)
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+def small(h: int = 12, w: int = 16) -> np.ndarray:
+    return cv2.imread(str(EXAMPLE))[50 : 50 + h, 40 : 40 + w]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    write(src / "a.png", small())
+    write(src / "b.jpg", small(10, 14))
+    write(src / "sub" / "c.png", small(9, 11))
+    write(src / ".hidden.png", small())
+    write(src / "._a.png", small())
+    (src / "notes.txt").write_text("not an image")
+    return src
+
+
+def test_folder_needs_an_output_folder(folder, capsys):
+    code, _, err = run(["upscale", str(folder), "-s", "2"], capsys)
+    assert code == 2 and "-o DIR" in err
+
+
+def test_folder_mirrors_the_tree_and_skips_hidden_files(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(["upscale", str(folder), "-s", "2", "-o", str(out), "-r"], capsys)
+    assert code == 0, err
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["a.png", "b.jpg", "sub/c.png"]
+    assert cv2.imread(str(out / "sub" / "c.png")).shape == (18, 22, 3)
+    assert "upscaled 3, skipped 0, failed 0 of 3" in err
+    # Without --recursive only the top level; a rerun skips what exists (exit 0).
+    code, _, err = run(["upscale", str(folder), "-s", "2", "-o", str(out)], capsys)
+    assert code == 0 and "skipped 2" in err
+
+
+def test_glob_selects_files(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, _ = run(["upscale", str(folder), "-s", "2", "-o", str(out), "-r", "--glob", "*.jpg"],
+                     capsys)
+    assert code == 0
+    assert [p.name for p in out.rglob("*") if p.is_file()] == ["b.jpg"]
+
+
+def test_bad_files_fail_alone_and_the_batch_goes_on(folder, tmp_path, capsys):
+    good = cv2.imencode(".jpg", small())[1].tobytes()
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "text.png").write_text("hello")
+    (folder / "cut.jpg").write_bytes(good[: len(good) // 3])
+    out = tmp_path / "out"
+    code, stdout, err = run(["upscale", str(folder), "-s", "2", "-o", str(out), "--json"], capsys)
+    assert code == 1
+    records = {Path(r["input"]).name: r for r in map(json.loads, stdout.splitlines())}
+    assert {k for k, r in records.items() if r["status"] == "ok"} == {"a.png", "b.jpg"}
+    assert {k for k, r in records.items() if r["status"] == "failed"} == {
+        "corrupt.png", "zero.png", "text.png", "cut.jpg"}
+    assert "empty file" in records["zero.png"]["error"]
+    for name in ("corrupt.png", "zero.png", "text.png", "cut.jpg"):
+        assert name in err  # each failure is reported on stderr, one line
+        assert not (out / name).exists()
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg"]  # no partial files
+
+
+def test_json_record_fields(tmp_path, capsys):
+    src = write(tmp_path / "x.png", small())
+    code, stdout, _ = run(["upscale", str(src), "--size", "40x20", "--json"], capsys)
+    assert code == 0
+    (record,) = [json.loads(line) for line in stdout.splitlines()]
+    assert record["status"] == "ok" and record["error"] is None
+    assert record["input_size"] == [16, 12] and record["output_size"] == [40, 20]
+    assert record["scale"] == pytest.approx([2.5, 20 / 12])
+    assert record["output"].endswith("x_40x20.png") and record["device"] == "cpu"
+    assert set(record) >= {"input", "output", "tile", "seconds"}
+    assert cv2.imread(record["output"]).shape == (20, 40, 3)
+
+
+@pytest.mark.parametrize("flag,value,shape", [("--width", "40", (30, 40)),
+                                               ("--height", "30", (30, 40)),
+                                               ("--size", "33x17", (17, 33))])
+def test_width_height_and_size(tmp_path, capsys, flag, value, shape):
+    src = write(tmp_path / "x.png", small())
+    code, _, err = run(["upscale", str(src), flag, value, "-o", str(tmp_path / "y.png")], capsys)
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / "y.png")).shape[:2] == shape
+
+
+@pytest.mark.parametrize("args", [[], ["-s", "2", "--width", "10"], ["--size", "10"],
+                                  ["--size", "0x5"], ["--width", "0"]])
+def test_sizing_must_be_exactly_one_and_valid(tmp_path, capsys, args):
+    src = write(tmp_path / "x.png", small())
+    code, _, err = run(["upscale", str(src), *args], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_a_size_that_would_shrink_fails_that_file(tmp_path, capsys):
+    src = write(tmp_path / "x.png", small())
+    code, _, err = run(["upscale", str(src), "--width", "8"], capsys)
+    assert code == 1 and "shrink" in err
+
+
+def test_dry_run_touches_nothing(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run(["upscale", str(folder), "-s", "3", "-o", str(out), "-r", "--dry-run"],
+                            capsys)
+    assert code == 0
+    assert not out.exists()
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 3 and any("c.png (11x9) ->" in ln and "(33x27)" in ln for ln in lines)
+
+
+def test_stdin_to_stdout_pipeline(tmp_path):
+    data = cv2.imencode(".jpg", small())[1].tobytes()
+    result = subprocess.run(["gsasr", "upscale", "-", "-s", "2", "-o", "-", "--format", "png"],
+                            input=data, capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr
+    image = cv2.imdecode(np.frombuffer(result.stdout, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (24, 32, 3)
+
+
+def test_stdin_garbage_fails_cleanly():
+    result = subprocess.run(["gsasr", "upscale", "-", "-s", "2", "-o", "-", "--format", "png"],
+                            input=b"garbage" * 10, capture_output=True, check=False)
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr.decode().strip() == (
+        "error: <stdin>: not a readable image (corrupt, truncated or unsupported format)")
+
+
+def test_stdout_needs_format_and_a_non_terminal(tmp_path, capsys, monkeypatch):
+    src = write(tmp_path / "x.png", small())
+    code, _, err = run(["upscale", str(src), "-s", "2", "-o", "-"], capsys)
+    assert code == 2 and "--format" in err
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, _, err = run(["upscale", str(src), "-s", "2", "-o", "-", "--format", "png"], capsys)
+    assert code == 2 and "terminal" in err
+
+
+def test_no_input_matched(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(["upscale", str(tmp_path / "empty"), "-s", "2", "-o", str(tmp_path)], capsys)
+    assert code == 2 and "no input image matched" in err
+
+
+def test_sixteen_bit_grey_and_alpha_survive(tmp_path, capsys):
+    deep = (small().astype(np.uint16) * 257)
+    grey = cv2.cvtColor(small(), cv2.COLOR_BGR2GRAY)
+    rgba = np.dstack([small(), np.full((12, 16), 128, np.uint8)])
+    rgba[:, :4, 3] = 0
+    for name, image in (("deep.png", deep), ("grey.png", grey), ("rgba.png", rgba)):
+        write(tmp_path / name, image)
+    for name in ("deep.png", "grey.png", "rgba.png"):
+        code, _, err = run(["upscale", str(tmp_path / name), "-s", "2"], capsys)
+        assert code == 0, err
+    out = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint16 and out.shape == (24, 32, 3)
+    assert cv2.imread(str(tmp_path / "grey_x2.png"), cv2.IMREAD_UNCHANGED).shape == (24, 32)
+    alpha = cv2.imread(str(tmp_path / "rgba_x2.png"), cv2.IMREAD_UNCHANGED)[..., 3]
+    assert alpha.shape == (24, 32) and alpha[:, :6].max() <= 10 and alpha[:, 10:].min() >= 120
+    code, _, _ = run(["upscale", str(tmp_path / "rgba.png"), "-s", "2", "--alpha", "model",
+                      "-o", str(tmp_path / "m.png")], capsys)
+    assert code == 0
+    assert cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_UNCHANGED).shape == (24, 32, 4)
+
+
+def test_exif_orientation_applied_and_metadata_copied(tmp_path, capsys):
+    rgb = cv2.cvtColor(small(), cv2.COLOR_BGR2RGB)  # 16 wide, 12 tall as stored
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # stored rotated: display needs 90 degrees clockwise
+    exif[0x010F] = "TestCam"
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "photo.jpg"
+    PILImage.fromarray(rgb).save(src, quality=95, exif=exif.tobytes(), icc_profile=icc)
+    code, _, err = run(["upscale", str(src), "-s", "2"], capsys)
+    assert code == 0, err
+    with PILImage.open(tmp_path / "photo_x2.jpg") as out:
+        assert out.size == (24, 32)  # upright: 12 wide, 16 tall, doubled
+        assert out.getexif()[0x0112] == 1 and out.getexif()[0x010F] == "TestCam"
+        assert out.info["icc_profile"] == icc
+
+
+def test_spaces_and_non_ascii_paths(tmp_path, capsys):
+    src = write(tmp_path / "mis fotos" / "año 画像.png", small())
+    out = tmp_path / "salida ü"
+    out.mkdir()
+    code, _, err = run(["upscale", str(src), "-s", "2", "-o", str(out)], capsys)
+    assert code == 0, err
+    assert (out / "año 画像.png").is_file()
+
+
+def test_interrupt_in_a_batch_leaves_no_partial_file(folder, tmp_path, capsys, monkeypatch):
+    import gsasr_cli.imageio as imageio
+
+    real_replace, calls = imageio.os.replace, []
+
+    def replace_then_interrupt(src, dst):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(imageio.os, "replace", replace_then_interrupt)
+    out = tmp_path / "out"
+    code, _, _ = run(["upscale", str(folder), "-s", "2", "-o", str(out), "-r"], capsys)
+    assert code == 130
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert [str(p) for p in files] == [str(calls[0])]  # the finished one, nothing partial
