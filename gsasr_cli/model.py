@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from gsasr_kernels import AxisMap, axis_map, rasterize
+from gsasr_kernels._torch_impl import _rasterize
 
 # Per-Gaussian raw outputs of the decoder head, in this order.
 _PARAMS = (("mean", 2), ("sigma", 2), ("rho", 1), ("opacity", 1), ("color", 3))
@@ -187,7 +188,8 @@ def _initial_opacity_logit(cfg: ModelConfig) -> float:
     cy, cx = torch.meshgrid(centres, centres, indexing="ij")
     means = torch.stack((cx, cy), -1).view(1, 1, 1, g, 2).expand(1, n, n, g, 2)
     sigma = 0.5 * (cfg.sigma_min + cfg.sigma_max)
-    out = rasterize(
+    # The reference rasterizer in float64, whatever path GSASR_RASTERIZER selects.
+    out = _rasterize(
         means.contiguous(), torch.full((1, n, n, g, 2), sigma, dtype=torch.float64),
         torch.zeros(1, n, n, g, dtype=torch.float64), torch.ones(1, n, n, g, dtype=torch.float64),
         torch.ones(1, n, n, g, 1, dtype=torch.float64),

@@ -79,7 +79,7 @@ def main() -> None:
     rows = list(csv.DictReader(args.manifest.open(newline="")))
     args.out.mkdir(parents=True, exist_ok=True)
     roots: dict[tuple[str, str], Path] = {}
-    written = 0
+    written: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="gsasr-data-") as tmp:
         workdir = Path(tmp)
         for row in rows:
@@ -100,13 +100,15 @@ def main() -> None:
             if factor > 1:
                 h, w = image.shape[:2]
                 image = cv2.resize(image, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
-            name = f"{row['package']}__{Path(row['path']).stem}.png"
+            # Several packages reuse file names (every KDE wallpaper is 2560x1600.jpg):
+            # the hash keeps each entry's file distinct and traceable to the manifest.
+            name = f"{row['package']}__{Path(row['path']).stem}__{digest[:8]}.png"
             cv2.imwrite(str(args.out / name), image)
-            written += 1
+            written.add(name)
             print(f"{name}: {image.shape[1]}x{image.shape[0]} (shrunk {factor}x)", file=sys.stderr)
-    print(f"{written} images in {args.out}", file=sys.stderr)
-    if written != len(rows):
-        raise SystemExit("not every manifest row was written")
+    print(f"{len(written)} images in {args.out}", file=sys.stderr)
+    if len(written) != len(rows):
+        raise SystemExit("not every manifest row has its own file")
 
 
 if __name__ == "__main__":
