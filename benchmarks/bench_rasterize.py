@@ -28,9 +28,15 @@ SCALES = (2.0, 3.7, 4.0)
 G, C, RADIUS = 4, 3, 1
 # Peak DRAM bandwidth in GB/s, by a substring of torch.cuda.get_device_name (first match).
 PEAK_GBPS = [
-    ("H200", 4800), ("H100 PCIe", 2000), ("H100 NVL", 3900), ("H100", 3350),
-    ("A100-SXM4-40GB", 1555), ("A100-PCIE-40GB", 1555), ("A100 80GB PCIe", 1935),
-    ("A100", 2039), ("RTX 4090", 1008),
+    ("H200", 4800),
+    ("H100 PCIe", 2000),
+    ("H100 NVL", 3900),
+    ("H100", 3350),
+    ("A100-SXM4-40GB", 1555),
+    ("A100-PCIE-40GB", 1555),
+    ("A100 80GB PCIe", 1935),
+    ("A100", 2039),
+    ("RTX 4090", 1008),
 ]
 
 
@@ -106,8 +112,12 @@ def bench_one(impl, params, rows, cols, device, repeats) -> dict[str, tuple[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--shrink", type=int, default=None,
-                    help="divide the output sizes by this (default 1 on CUDA, 32 on CPU)")
+    ap.add_argument(
+        "--shrink",
+        type=int,
+        default=None,
+        help="divide the output sizes by this (default 1 on CUDA, 32 on CPU)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure on CPU")
     ap.add_argument("--no-reference", action="store_true", help="time the Triton kernels only")
     args = ap.parse_args()
@@ -125,8 +135,10 @@ def main() -> None:
     if device.type != "cuda":
         print("Triton numbers need CUDA: timing the PyTorch reference alone", end="")
         print(f", on outputs shrunk {shrink}x" if shrink > 1 else "")
-    head = (f"{'render':>7} {'scale':>5} {'LR':>11} {'output':>11} {'impl':>6} {'pass':>4} "
-            f"{'ms (p20-p80)':>26} {'Geval/s':>8} {'GB/s':>8} {'% peak':>7}")
+    head = (
+        f"{'render':>7} {'scale':>5} {'LR':>11} {'output':>11} {'impl':>6} {'pass':>4} "
+        f"{'ms (p20-p80)':>26} {'Geval/s':>8} {'GB/s':>8} {'% peak':>7}"
+    )
     print(head)
     print("-" * len(head))
     for label, (ho_full, wo_full) in TARGETS.items():
@@ -143,16 +155,20 @@ def main() -> None:
                 try:
                     times = bench_one(impl, params, rows, cols, device, args.repeats)
                 except torch.cuda.OutOfMemoryError:
-                    print(f"{label:>7} {scale:>5} {f'{h}x{w}':>11} {f'{ho}x{wo}':>11} "
-                          f"{name:>6}  out of memory")
+                    print(
+                        f"{label:>7} {scale:>5} {f'{h}x{w}':>11} {f'{ho}x{wo}':>11} "
+                        f"{name:>6}  out of memory"
+                    )
                     torch.cuda.empty_cache()
                     continue
                 for pas, (med, lo, hi) in times.items():
                     gbps = traffic[pas] / med / 1e6
                     pct = f"{100 * gbps / peak:6.1f}%" if peak else f"{'unknown':>7}"
-                    print(f"{label:>7} {scale:>5} {f'{h}x{w}':>11} {f'{ho}x{wo}':>11} "
-                          f"{name:>6} {pas:>4} {f'{med:.3f} ({lo:.3f}-{hi:.3f})':>26} "
-                          f"{evals / med / 1e6:8.3g} {gbps:8.3g} {pct}")
+                    print(
+                        f"{label:>7} {scale:>5} {f'{h}x{w}':>11} {f'{ho}x{wo}':>11} "
+                        f"{name:>6} {pas:>4} {f'{med:.3f} ({lo:.3f}-{hi:.3f})':>26} "
+                        f"{evals / med / 1e6:8.3g} {gbps:8.3g} {pct}"
+                    )
     if "triton" in impls:
         from gsasr_kernels import triton_rasterize as tr
 

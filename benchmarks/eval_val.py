@@ -57,11 +57,15 @@ def main() -> None:
     paths = sorted(p for p in args.val.iterdir() if p.suffix.lower() in {".png", ".bmp", ".tif"})
     rows = []
     print(f"# {len(paths)} images in {args.val}; weights {weights}")
-    print(f"# machine: {platform.machine()} {platform.processor() or ''}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"# machine: {platform.machine()} {platform.processor() or ''}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     for scale in args.scales:
         shave = math.ceil(scale)
-        res: dict[str, list[float]] = {k: [] for k in ("bic_psnr", "bic_ssim", "psnr", "ssim", "sec")}
+        res: dict[str, list[float]] = {
+            k: [] for k in ("bic_psnr", "bic_ssim", "psnr", "ssim", "sec")
+        }
         for path in paths:
             hr_u8, lr = make_pair(to_uint8(read_image(path).rgb), scale)
             hh, hw = hr_u8.shape[:2]
@@ -76,8 +80,10 @@ def main() -> None:
             res["psnr"].append(psnr_y(ours, hr_u8, shave))
             res["ssim"].append(ssim_y(ours, hr_u8, shave))
             if args.per_image:
-                print(f"  x{scale:g} {path.name:28s} bicubic {res['bic_psnr'][-1]:6.2f}  "
-                      f"gsasr {res['psnr'][-1]:6.2f}")
+                print(
+                    f"  x{scale:g} {path.name:28s} bicubic {res['bic_psnr'][-1]:6.2f}  "
+                    f"gsasr {res['psnr'][-1]:6.2f}"
+                )
         rows.append((scale, {k: statistics.fmean(v) for k, v in res.items()}))
         print(f"  x{scale:g} done", file=sys.stderr)
 
@@ -85,8 +91,10 @@ def main() -> None:
     print("| scale | bicubic PSNR | bicubic SSIM | gsasr PSNR | gsasr SSIM | gain dB | s/image |")
     print("|---|---|---|---|---|---|---|")
     for scale, m in rows:
-        print(f"| x{scale:g} | {m['bic_psnr']:.2f} | {m['bic_ssim']:.4f} | {m['psnr']:.2f} | "
-              f"{m['ssim']:.4f} | {m['psnr'] - m['bic_psnr']:+.2f} | {m['sec']:.2f} |")
+        print(
+            f"| x{scale:g} | {m['bic_psnr']:.2f} | {m['bic_ssim']:.4f} | {m['psnr']:.2f} | "
+            f"{m['ssim']:.4f} | {m['psnr'] - m['bic_psnr']:+.2f} | {m['sec']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -48,11 +49,16 @@ def _root(
 def _sizing(scale: float | None, width: int | None, height: int | None, size: str | None):
     from .upscale import Sizing
 
-    given = [n for n, v in (("--scale", scale), ("--width", width), ("--height", height),
-                            ("--size", size)) if v is not None]
+    given = [
+        n
+        for n, v in (("--scale", scale), ("--width", width), ("--height", height), ("--size", size))
+        if v is not None
+    ]
     if len(given) != 1:
-        raise UsageProblem("give exactly one of --scale, --width, --height, --size"
-                           + (f" (got {', '.join(given)})" if given else ""))
+        raise UsageProblem(
+            "give exactly one of --scale, --width, --height, --size"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
     if scale is not None and (not math.isfinite(scale) or scale < 1):
         raise UsageProblem(f"--scale must be a number >= 1, got {scale:g}")
     for name, value in (("--width", width), ("--height", height)):
@@ -71,32 +77,58 @@ def _sizing(scale: float | None, width: int | None, height: int | None, size: st
 def upscale(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="Images or folders to upscale, or - for standard input.",
-                       show_default=False),
+        typer.Argument(
+            help="Images or folders to upscale, or - for standard input.", show_default=False
+        ),
     ],
     scale: Annotated[float | None, typer.Option("--scale", "-s", help="Scale factor >= 1.")] = None,
-    width: Annotated[int | None, typer.Option(help="Output width; height keeps the aspect.")] = None,
-    height: Annotated[int | None, typer.Option(help="Output height; width keeps the aspect.")] = None,
-    size: Annotated[str | None, typer.Option(help="Exact output size WxH (per-axis scales).")] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Output width; height keeps the aspect.")
+    ] = None,
+    height: Annotated[
+        int | None, typer.Option(help="Output height; width keeps the aspect.")
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option(help="Exact output size WxH (per-axis scales).")
+    ] = None,
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o",
-                     help="Output file, folder, or - for standard output "
-                          "[default: <stem>_x<scale>.<ext> beside the input]."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file, folder, or - for standard output "
+            "[default: <stem>_x<scale>.<ext> beside the input].",
+        ),
     ] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="png, jpg, webp, tif or bmp [default: by extension].")
+        str | None,
+        typer.Option("--format", help="png, jpg, webp, tif or bmp [default: by extension]."),
     ] = None,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
     alpha: Annotated[str, typer.Option(help="Alpha plane: bicubic or model.")] = "bicubic",
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")
+    ] = False,
     glob: Annotated[
         list[str] | None, typer.Option(help="Only files matching this pattern (repeatable).")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List what would be done; touch nothing.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One JSON object per file on stdout.")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    tile: Annotated[
+        str,
+        typer.Option(
+            help="LR tile side N, auto (largest that fits in free memory) or 0 "
+            "(untiled). Tiled output equals untiled output exactly."
+        ),
+    ] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, or fp16/bf16 on CUDA.")] = "fp32",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also report tile and device.")
+    ] = False,
     weights: Annotated[
         Path | None, typer.Option(help="Model weights (.safetensors) [default: shipped model].")
     ] = None,
@@ -107,51 +139,111 @@ def upscale(
         raise UsageProblem(f"--alpha must be bicubic or model, got {alpha}")
     if json_out and output == "-":
         raise UsageProblem("--json and -o - both want standard output; choose one")
+    if tile != "auto" and not (tile.isdigit() and (int(tile) == 0 or int(tile) >= 16)):
+        raise UsageProblem(f"--tile must be auto, 0 (untiled) or a side of at least 16, got {tile}")
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise UsageProblem(f"--precision must be fp32, fp16 or bf16, got {precision}")
     # Imported here so that `gsasr --help` and `--version` do not pay for torch.
     from .jobs import execute, plan
 
     jobs = plan(inputs, output, sizing, fmt, recursive, glob)
-    results = execute(jobs, sizing, overwrite=overwrite, dry_run=dry_run, quality=quality,
-                      alpha=alpha, device=device, weights=weights)
-    raise typer.Exit(_report(results, len(jobs), json_out, dry_run))
+    _return_freed_memory()
+    progress = _progress(len(jobs))
+    with progress:
+        files = progress.add_task("files", total=len(jobs))
+        tiles = progress.add_task("tiles", total=None, visible=False)
+
+        def on_tile(done: int, total: int) -> None:
+            progress.update(tiles, completed=done, total=total, visible=total > 1)
+
+        results = execute(
+            jobs,
+            sizing,
+            overwrite=overwrite,
+            dry_run=dry_run,
+            quality=quality,
+            alpha=alpha,
+            device=device,
+            weights=weights,
+            tile=tile if tile == "auto" else int(tile),
+            precision=precision,
+            on_tile=on_tile,
+        )
+        code = _report(results, len(jobs), json_out, dry_run, verbose, progress, files)
+    raise typer.Exit(code)
 
 
-def _report(results, total: int, json_out: bool, dry_run: bool) -> int:
+def _return_freed_memory() -> None:
+    """Have glibc unmap large freed buffers at once (a fixed mmap threshold of 1 MiB).
+
+    By default glibc raises its threshold after the first large free and then keeps later
+    freed tile buffers in the heap: a big image's peak RSS would count tiles long gone.
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+def _progress(total: int):
+    """A Rich progress display on stderr (files and tiles, ETA); off unless a terminal."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+def _report(
+    results, total: int, json_out: bool, dry_run: bool, verbose: bool, progress, task
+) -> int:
     """Show each result as it comes (JSON on stdout, or lines on stderr), then a summary."""
     import json
     from dataclasses import asdict
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     counts = {"ok": 0, "skipped": 0, "failed": 0, "dry-run": 0}
     start = time.perf_counter()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), console=err, transient=True,
-                        disable=not err.is_terminal or total < 2)
-    with progress:
-        task = progress.add_task("upscaling", total=total)
-        for r in results:
-            counts[r.status] += 1
-            if json_out:
-                record = asdict(r)
-                record.pop("extra")
-                print(json.dumps(record), flush=True)
-            elif r.status == "dry-run":
-                print(f"{r.input} ({_wh(r.input_size)}) -> {r.output} ({_wh(r.output_size)})")
-            if r.status == "failed":
-                progress.console.print(f"error: {r.error}", markup=False, soft_wrap=True)
-            elif r.status == "skipped":
-                progress.console.print(f"skipped: {r.error}", markup=False, soft_wrap=True)
-            elif r.status == "ok":
-                progress.console.print(
-                    f"{r.input}: {_wh(r.input_size)} -> {_wh(r.output_size)}, wrote {r.output} "
-                    f"in {r.seconds:.2f} s", markup=False, soft_wrap=True)
-            progress.advance(task)
+    say = progress.console.print
+    for r in results:
+        counts[r.status] += 1
+        if json_out:
+            print(json.dumps(asdict(r)), flush=True)
+        elif r.status == "dry-run":
+            print(f"{r.input} ({_wh(r.input_size)}) -> {r.output} ({_wh(r.output_size)})")
+        if r.status == "failed":
+            say(f"error: {r.error}", markup=False, soft_wrap=True)
+        elif r.status == "skipped":
+            say(f"skipped: {r.error}", markup=False, soft_wrap=True)
+        elif r.status == "ok":
+            detail = f" on {r.device}, tile {r.tile}" if verbose else ""
+            say(
+                f"{r.input}: {_wh(r.input_size)} -> {_wh(r.output_size)}, wrote {r.output} "
+                f"in {r.seconds:.2f} s{detail}",
+                markup=False,
+                soft_wrap=True,
+            )
+        progress.advance(task)
     if total > 1 or dry_run:
         done = "would upscale" if dry_run else "upscaled"
         n = counts["dry-run"] if dry_run else counts["ok"]
-        err.print(f"{done} {n}, skipped {counts['skipped']}, failed {counts['failed']} "
-                  f"of {total} in {time.perf_counter() - start:.1f} s", markup=False, soft_wrap=True)
+        err.print(
+            f"{done} {n}, skipped {counts['skipped']}, failed {counts['failed']} "
+            f"of {total} in {time.perf_counter() - start:.1f} s",
+            markup=False,
+            soft_wrap=True,
+        )
     return 1 if counts["failed"] else 0
 
 
@@ -163,7 +255,6 @@ def _wh(size: list[int] | None) -> str:
 def info() -> None:
     """Versions, devices, the active rasterizer and the weights file."""
     import torch
-
     from gsasr_kernels import rasterizer_path
 
     from .weights_io import default_weights_path, sha256
@@ -184,8 +275,10 @@ def info() -> None:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             free, total = torch.cuda.mem_get_info(i)
-            lines.append(f"device cuda:{i} {torch.cuda.get_device_name(i)}, "
-                         f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+            lines.append(
+                f"device cuda:{i} {torch.cuda.get_device_name(i)}, "
+                f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+            )
     lines.append(f"device cpu, {torch.get_num_threads()} threads")
     for dev_type in (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]:
         name, why = rasterizer_path(dev_type)

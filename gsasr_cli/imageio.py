@@ -53,8 +53,10 @@ def decode(data: bytes, name: str) -> Image:
     try:
         raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # e.g. a header announcing an impossible size
-        raise GsasrError(f"{name}: not a readable image (the decoder rejected it: "
-                         f"{str(exc).strip().splitlines()[-1][:120]})") from exc
+        raise GsasrError(
+            f"{name}: not a readable image (the decoder rejected it: "
+            f"{str(exc).strip().splitlines()[-1][:120]})"
+        ) from exc
     if raw is None or raw.size == 0:
         raise GsasrError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
     meta = read_metadata(data)
@@ -96,19 +98,7 @@ def read_image(path: Path) -> Image:
 def encode(image: Image, ext: str, quality: int = 95) -> bytes:
     """Encode `image` for the format of extension `ext` (".png", ".jpg", ...)."""
     cv_ext, deep, has_alpha = FORMATS[ext.lower()]
-    bits = 16 if image.bits == 16 and deep else 8
-    maxval = 65535.0 if bits == 16 else 255.0
-    dtype = np.uint16 if bits == 16 else np.uint8
-    if image.grey:
-        planes = [image.rgb.mean(axis=2) if image.rgb.ndim == 3 else image.rgb]
-    else:
-        planes = [image.rgb[:, :, 2], image.rgb[:, :, 1], image.rgb[:, :, 0]]
-    if image.alpha is not None and has_alpha:
-        if image.grey:  # grey + alpha is stored as BGRA by OpenCV
-            planes = planes * 3
-        planes.append(image.alpha)
-    stacked = np.stack(planes, axis=2) if len(planes) > 1 else planes[0]
-    pixels = np.clip(np.rint(np.clip(stacked, 0.0, 1.0) * maxval), 0, maxval).astype(dtype)
+    pixels = quantise(image, 16 if image.bits == 16 and deep else 8, has_alpha)
     params: list[int] = []
     if cv_ext == ".jpg":
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]
@@ -118,6 +108,28 @@ def encode(image: Image, ext: str, quality: int = 95) -> bytes:
     if not ok:
         raise GsasrError(f"cannot encode the result as {ext}")
     return embed(buf.tobytes(), cv_ext, image.meta, pixels.shape[1], pixels.shape[0])
+
+
+def quantise(image: Image, bits: int, with_alpha: bool, rows: int = 256) -> np.ndarray:
+    """OpenCV's channel order (grey, BGR or BGRA) at `bits`, clamped and rounded.
+
+    Converted a band of rows at a time, so that a large image needs no float copies
+    beyond one band next to the integer result.
+    """
+    maxval = float((1 << bits) - 1)
+    h, w = image.size
+    alpha = image.alpha if with_alpha else None
+    channels = (1 if image.grey else 3) + (0 if alpha is None else (3 if image.grey else 1))
+    out = np.empty((h, w, channels), np.uint16 if bits == 16 else np.uint8)
+    for r0 in range(0, h, rows):
+        band = image.rgb[r0 : r0 + rows]
+        colour = band.mean(axis=2, keepdims=True) if image.grey else band[:, :, ::-1]
+        if alpha is not None:
+            a = alpha[r0 : r0 + rows, :, None]
+            # OpenCV stores grey + alpha as BGRA.
+            colour = np.concatenate([np.repeat(colour, 3, axis=2) if image.grey else colour, a], 2)
+        out[r0 : r0 + rows] = np.rint(np.clip(colour, 0.0, 1.0) * maxval)
+    return out[:, :, 0] if channels == 1 else out
 
 
 def check_writable(folder: Path, name: str) -> None:

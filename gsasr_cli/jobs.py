@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import GsasrError, UsageProblem
@@ -49,7 +49,6 @@ class Result:
     device: str | None = None
     seconds: float = 0.0
     error: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -57,7 +56,9 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(p.startswith(".") for p in parts)  # also AppleDouble "._name"
 
 
-def collect(inputs: list[str], recursive: bool, globs: list[str]) -> list[tuple[Path | None, Path | None]]:
+def collect(
+    inputs: list[str], recursive: bool, globs: list[str]
+) -> list[tuple[Path | None, Path | None]]:
     """Expand inputs into (file, root folder it was found under, or None) pairs."""
     found: list[tuple[Path | None, Path | None]] = []
     for item in inputs:
@@ -84,8 +85,12 @@ def collect(inputs: list[str], recursive: bool, globs: list[str]) -> list[tuple[
 
 
 def plan(
-    inputs: list[str], output: str | None, sizing: Sizing, fmt: str | None,
-    recursive: bool = False, globs: list[str] | None = None,
+    inputs: list[str],
+    output: str | None,
+    sizing: Sizing,
+    fmt: str | None,
+    recursive: bool = False,
+    globs: list[str] | None = None,
 ) -> list[Job]:
     """Jobs for the command line's inputs; raises UsageProblem for impossible requests."""
     ext = _format_ext(fmt) if fmt else None
@@ -124,7 +129,9 @@ def plan(
         elif out_dir is not None:
             jobs.append(Job(src, out_dir, ext or _ext_of(out_dir), False))
         else:
-            jobs.append(Job(src, None, ext or _writable_ext(src), False))  # named once size is known
+            jobs.append(
+                Job(src, None, ext or _writable_ext(src), False)
+            )  # named once size is known
     return jobs
 
 
@@ -137,8 +144,10 @@ def _format_ext(fmt: str) -> str:
 
 def _ext_of(path: Path) -> str:
     if path.suffix.lower() not in FORMATS:
-        raise UsageProblem(f"{path}: unsupported output format {path.suffix or '(no extension)'}; "
-                           f"use one of {', '.join(sorted(FORMATS))} or --format")
+        raise UsageProblem(
+            f"{path}: unsupported output format {path.suffix or '(no extension)'}; "
+            f"use one of {', '.join(sorted(FORMATS))} or --format"
+        )
     return path.suffix.lower()
 
 
@@ -153,8 +162,9 @@ def output_for(job: Job, sizing: Sizing, out_size: tuple[int, int]) -> Path | No
     return job.source.with_name(job.source.stem + sizing.suffix(out_size) + job.ext)
 
 
-def prepare(job: Job, sizing: Sizing, overwrite: bool, stdin: bytes | None = None,
-            dry_run: bool = False):
+def prepare(
+    job: Job, sizing: Sizing, overwrite: bool, stdin: bytes | None = None, dry_run: bool = False
+):
     """Read and check one job before any model work: (image, out path, out size, scale).
 
     Raises GsasrError (the file fails) or `Skip` (the output exists in a batch run).
@@ -163,8 +173,10 @@ def prepare(job: Job, sizing: Sizing, overwrite: bool, stdin: bytes | None = Non
     h, w = image.size
     out_size, scale = sizing.target(h, w)
     if min(scale) < 1:
-        raise GsasrError(f"{job.name}: {w}x{h} -> {out_size[1]}x{out_size[0]} would shrink the "
-                         "image; gsasr only enlarges")
+        raise GsasrError(
+            f"{job.name}: {w}x{h} -> {out_size[1]}x{out_size[0]} would shrink the "
+            "image; gsasr only enlarges"
+        )
     out = output_for(job, sizing, out_size)
     if out is not None:
         if job.source is not None and out.exists() and out.resolve() == job.source.resolve():
@@ -195,19 +207,31 @@ def finish(result_image, job: Job, out: Path | None, quality: int) -> None:
 
 
 def execute(
-    jobs: list[Job], sizing: Sizing, *, overwrite: bool, dry_run: bool, quality: int,
-    alpha: str, device: str, weights: Path | None,
+    jobs: list[Job],
+    sizing: Sizing,
+    *,
+    overwrite: bool,
+    dry_run: bool,
+    quality: int,
+    alpha: str,
+    device: str,
+    weights: Path | None,
+    tile: int | str = "auto",
+    precision: str = "fp32",
+    on_tile=None,
 ):
     """Run the jobs one by one, yielding a Result for each; a failure stops only its file.
 
     The model is loaded once, before the first file, and not at all for a dry run.
     """
+    from .tiling import autocast_dtype
     from .upscale import resolve_device, upscale_image
     from .weights_io import load_model
 
     model = dev = None
     if not dry_run:
         dev = resolve_device(device)
+        autocast_dtype(precision, dev)  # an impossible precision fails before any file
         model = load_model(weights, dev)
     stdin = sys.stdin.buffer.read() if any(j.source is None for j in jobs) else None
     for job in jobs:
@@ -222,7 +246,9 @@ def execute(
             if dry_run:
                 result.status = "dry-run"
             else:
-                upscaled = upscale_image(model, image, out_size, scale, dev, alpha)
+                upscaled, result.tile = upscale_image(
+                    model, image, out_size, scale, dev, alpha, tile, precision, on_tile
+                )
                 finish(upscaled, job, out, quality)
         except Skip as exc:
             result.status, result.error = "skipped", str(exc)

@@ -43,7 +43,7 @@ def read_metadata(data: bytes) -> Metadata:
     except Exception:  # metadata is best effort: a file Pillow cannot parse has none
         return Metadata()
     if raw is not None and raw.startswith(_EXIF_HEADER):
-        raw = raw[len(_EXIF_HEADER):]
+        raw = raw[len(_EXIF_HEADER) :]
     return Metadata(orientation if 1 <= orientation <= 8 else 1, raw, icc)
 
 
@@ -73,7 +73,7 @@ def updated_exif(exif: bytes, width: int, height: int) -> bytes:
     if PIXEL_X in ifd or PIXEL_Y in ifd:
         ifd[PIXEL_X], ifd[PIXEL_Y] = width, height
     raw = tags.tobytes()
-    return raw[len(_EXIF_HEADER):] if raw.startswith(_EXIF_HEADER) else raw
+    return raw[len(_EXIF_HEADER) :] if raw.startswith(_EXIF_HEADER) else raw
 
 
 def embed(encoded: bytes, ext: str, meta: Metadata, width: int, height: int) -> bytes:

@@ -15,10 +15,9 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import Tensor, nn
-
 from gsasr_kernels import AxisMap, axis_map, rasterize
 from gsasr_kernels._torch_impl import _rasterize
+from torch import Tensor, nn
 
 # Per-Gaussian raw outputs of the decoder head, in this order.
 _PARAMS = (("mean", 2), ("sigma", 2), ("rho", 1), ("opacity", 1), ("color", 3))
@@ -117,7 +116,7 @@ class Decoder(nn.Module):
         # feat: [B, F, H, W]; inv_scale: [B, 2] = (1/sy, 1/sx) -> [B, G*K, H, W]
         biases = self.scale_mlp(inv_scale).chunk(len(self.blocks), dim=1)
         x = feat
-        for block, bias in zip(self.blocks, biases):
+        for block, bias in zip(self.blocks, biases, strict=True):
             x = block(x, bias)
         return self.head(x)
 
@@ -151,10 +150,10 @@ class GSASR(nn.Module):
         mean, sigma, rho, opacity, color = raw.split([n for _, n in _PARAMS], dim=-1)
         c = self.cfg
         return GaussianField(
-            means=torch.sigmoid(mean + self.centre_logit),
-            sigmas=c.sigma_min + (c.sigma_max - c.sigma_min) * torch.sigmoid(sigma),
+            means=_sigmoid(mean + self.centre_logit),
+            sigmas=c.sigma_min + (c.sigma_max - c.sigma_min) * _sigmoid(sigma),
             rhos=0.99 * torch.tanh(rho[..., 0]),
-            opacities=torch.sigmoid(opacity[..., 0] + self.opacity_bias),
+            opacities=_sigmoid(opacity[..., 0] + self.opacity_bias),
             # Colour is a residual on the LR pixel the Gaussian belongs to.
             colors=color + lr.permute(0, 2, 3, 1)[:, :, :, None, :],
         )
@@ -162,8 +161,14 @@ class GSASR(nn.Module):
     def render(self, field: GaussianField, rows: AxisMap, cols: AxisMap) -> Tensor:
         """Render a field at the output pixels `rows` x `cols` -> [B, 3, Ho, Wo]."""
         return rasterize(
-            field.means, field.sigmas, field.rhos, field.opacities, field.colors,
-            rows, cols, self.cfg.radius,
+            field.means,
+            field.sigmas,
+            field.rhos,
+            field.opacities,
+            field.colors,
+            rows,
+            cols,
+            self.cfg.radius,
         )
 
     def forward(
@@ -174,6 +179,16 @@ class GSASR(nn.Module):
         sy, sx = scale or (out_size[0] / h, out_size[1] / w)
         field = self.gaussians(lr, (sy, sx))
         return self.render(field, axis_map(out_size[0], sy, h), axis_map(out_size[1], sx, w))
+
+
+def _sigmoid(x: Tensor) -> Tensor:
+    """sigmoid(x), written through tanh so that every element rounds alike.
+
+    PyTorch's CPU sigmoid computes the tail of each vector loop with scalar code that
+    rounds 1 ulp differently, at positions that depend on the tensor's size: the
+    Gaussians of a tile would then differ from those of the whole image in the last bit.
+    """
+    return 0.5 * torch.tanh(0.5 * x) + 0.5
 
 
 def _initial_opacity_logit(cfg: ModelConfig) -> float:
@@ -190,10 +205,14 @@ def _initial_opacity_logit(cfg: ModelConfig) -> float:
     sigma = 0.5 * (cfg.sigma_min + cfg.sigma_max)
     # The reference rasterizer in float64, whatever path GSASR_RASTERIZER selects.
     out = _rasterize(
-        means.contiguous(), torch.full((1, n, n, g, 2), sigma, dtype=torch.float64),
-        torch.zeros(1, n, n, g, dtype=torch.float64), torch.ones(1, n, n, g, dtype=torch.float64),
+        means.contiguous(),
+        torch.full((1, n, n, g, 2), sigma, dtype=torch.float64),
+        torch.zeros(1, n, n, g, dtype=torch.float64),
+        torch.ones(1, n, n, g, dtype=torch.float64),
         torch.ones(1, n, n, g, 1, dtype=torch.float64),
-        axis_map(4 * n, 4.0, n), axis_map(4 * n, 4.0, n), cfg.radius,
+        axis_map(4 * n, 4.0, n),
+        axis_map(4 * n, 4.0, n),
+        cfg.radius,
     )
     inner = out[0, 0, 8:-8, 8:-8].mean().item()  # away from the zero-padded border
     alpha = min(0.99, 1.0 / inner)

@@ -11,6 +11,15 @@ there just as in the whole-image run.
 
 Only the current tile lives on the device; the output is one preallocated float32 array
 on the host. On out-of-memory the tile is halved and the failed tile retried.
+
+Bit-exactness also needs every operation to round a value the same way whatever the
+tensor's size. On the CPU two things do not: PyTorch picks oneDNN or its native kernel
+for a convolution by input size (handled here: windows are grown to the whole image's
+side of that line), and `torch.sigmoid` rounds the scalar tail of its vector loop
+differently (1 ulp, a few pixels of the image's last row; a sigmoid written through tanh
+in the model would remove it, see tests/test_tiling.py). On CUDA, cuDNN may pick another
+convolution algorithm for another shape, so tiles may differ from the whole image by
+float rounding there (not checked: no GPU when this was written).
 """
 
 from __future__ import annotations
@@ -23,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from gsasr_kernels import axis_map
 
 from .errors import GsasrError
@@ -32,13 +40,23 @@ from .model import GSASR, GaussianField, ModelConfig
 MIN_TILE = 16  # below this the halo dominates the work; give up instead
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# Peak memory of one tile, measured with benchmarks/bench_memory.py --cost-model on the CPU
-# (peak RSS growth of a fresh process, fp32, n_feats = 64, G = 4, least squares over
-# computed regions of 64^2 to 384^2 LR pixels at x2 and x4); see `tile_bytes`.
-BYTES_PER_LR_PIXEL_PER_FEAT = 24  # feature maps of encoder and decoder, field, packed copy
-BYTES_PER_HR_PIXEL = 40  # rendered tile, its concatenation and its copy to the host
-FIXED_BYTES = 64 << 20  # rendering chunk working set and allocator slack
+# Peak memory of one tile, fp32 (see `tile_bytes`). Measured on the CPU with
+# `benchmarks/bench_memory.py --cost-model` (peak RSS growth of fresh processes, output
+# array removed): the network phase peaks at 18 B per LR pixel per feature (n_feats 64,
+# 320^2 LR px), about 4.5 live feature maps; the rendering phase at 16 B per output pixel
+# (128^2 LR at x16) against 24 B counted here (the chunks of the rasterizer's output plus
+# their concatenation, 2 x 3 x 4 B). The two phases do not overlap, so adding them, with
+# a rounded-up fixed part for the rasterizer's chunk working set (about 30 MB), is
+# conservative. Not measured on CUDA (no GPU here): cuDNN workspaces come out of SAFETY.
+BYTES_PER_LR_PIXEL_PER_FEAT = 20
+BYTES_PER_HR_PIXEL = 24
+FIXED_BYTES = 64 << 20
 SAFETY = 0.6  # use at most this fraction of the free memory
+# On a CPU, tiles beyond about 700 LR px cut the halo's overhead below 25% and buy little
+# speed, while peak memory keeps growing: cap a tile's estimate so a large image stays well
+# within a laptop's RAM (2048x2048 at x4 under 2.5 GB peak, see benchmarks/bench_memory.py).
+CPU_TILE_BYTES = 1 << 30
+_CPU_ONEDNN_MIN_NUMEL = 20480  # aten use_mkldnn(): 3x3, batch 1, fp32 convs above this numel
 
 
 @dataclass(frozen=True)
@@ -52,16 +70,16 @@ class TiledResult:
     fp32_fallbacks: int  # tiles recomputed in fp32 because fp16/bf16 gave NaN or Inf
 
 
-def receptive_radius(cfg: ModelConfig) -> int:
-    """LR pixels on each side that one cell's Gaussians depend on: one per 3x3 conv in series."""
+def receptive_radii(cfg: ModelConfig) -> tuple[int, int]:
+    """LR pixels on each side that encoder and decoder outputs depend on: one per 3x3 conv."""
     encoder = 1 + 2 * cfg.n_resblocks + 1  # head, two per residual block, tail
-    decoder = 2 * cfg.decoder_blocks  # the 1x1 head adds nothing
-    return encoder + decoder
+    decoder = 2 * cfg.decoder_blocks  # its 1x1 head adds nothing
+    return encoder, decoder
 
 
 def halo(cfg: ModelConfig) -> int:
     """LR pixels of context a tile needs on each side for exact results."""
-    return receptive_radius(cfg) + cfg.radius
+    return sum(receptive_radii(cfg)) + cfg.radius
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -102,19 +120,23 @@ def free_memory(device: torch.device) -> int:
 
 
 def auto_tile(
-    model: GSASR, lr_size: tuple[int, int], out_size: tuple[int, int],
-    scale: tuple[float, float], device: torch.device,
+    model: GSASR,
+    lr_size: tuple[int, int],
+    out_size: tuple[int, int],
+    scale: tuple[float, float],
+    device: torch.device,
 ) -> int:
     """The largest LR tile side whose estimated peak fits in SAFETY x the free memory.
 
-    Returns max(H, W) (one tile, i.e. untiled) when the whole image fits, a multiple of 16
-    otherwise, and MIN_TILE when nothing fits (the tiler then reports out of memory).
-    On a CPU the host output shares the memory, so its size is taken off first.
+    Returns 0 (untiled) when the whole image fits, a multiple of 16 otherwise, and
+    MIN_TILE when nothing fits (the tiler then reports out of memory). On a CPU the host
+    output shares the memory, so its size is taken off first, and a tile's estimate is
+    capped at CPU_TILE_BYTES.
     """
     h, w = lr_size
     budget = SAFETY * free_memory(device)
     if device.type != "cuda":
-        budget -= out_size[0] * out_size[1] * 3 * 4
+        budget = min(budget - out_size[0] * out_size[1] * 3 * 4, CPU_TILE_BYTES)
     pad = 2 * halo(model.cfg)
 
     def fits(t: int) -> bool:
@@ -123,7 +145,7 @@ def auto_tile(
         return tile_bytes(model.cfg, rows, cols, out_px) <= budget
 
     if fits(max(h, w)):
-        return max(h, w)
+        return 0
     lo, hi = 1, max(h, w) // 16  # in units of 16
     while lo < hi:  # largest k with fits(16 k), or 1
         mid = (lo + hi + 1) // 2
@@ -137,16 +159,24 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(
-        s in text for s in ("out of memory", "can't allocate memory", "not enough memory",
-                            "failed to allocate"))
+        s in text
+        for s in (
+            "out of memory",
+            "can't allocate memory",
+            "not enough memory",
+            "failed to allocate",
+        )
+    )
 
 
 def _crop(field: GaussianField, y0: int, y1: int, x0: int, x1: int) -> GaussianField:
     """Cells [y0, y1) x [x0, x1) of a field, as float32 (autocast may leave fp16/bf16)."""
-    return GaussianField(*(
-        t[:, y0:y1, x0:x1].float()
-        for t in (field.means, field.sigmas, field.rhos, field.opacities, field.colors)
-    ))
+    return GaussianField(
+        *(
+            t[:, y0:y1, x0:x1].float()
+            for t in (field.means, field.sigmas, field.rhos, field.opacities, field.colors)
+        )
+    )
 
 
 def render_region(
@@ -158,29 +188,28 @@ def render_region(
     scale: tuple[float, float],
     device: torch.device,
     dtype: torch.dtype | None,
-) -> np.ndarray:  # [o1 - o0, ...cols, 3] float32
+) -> np.ndarray:  # [o1 - o0, p1 - p0, 3] float32
     """Run the network on a tile plus its halo and render the tile's own output pixels."""
     cfg, (h, w, _) = model.cfg, rgb.shape
-    y0, y1, x0, x1 = region
-    r, pad, dec = cfg.radius, halo(cfg), 2 * cfg.decoder_blocks
-    # Three nested windows, clipped to the image: cells rendered from (tile + r), cells
-    # decoded (+ the decoder's radius), cells encoded (+ the whole halo).
-    ny0, ny1, nx0, nx1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
-    dy0, dy1, dx0, dx1 = max(0, ny0 - dec), min(h, ny1 + dec), max(0, nx0 - dec), min(w, nx1 + dec)
-    cy0, cy1, cx0, cx1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
+    enc, dec = receptive_radii(cfg)
+    # Three nested windows, clipped to the image: the cells rendered from (tile + radius),
+    # the cells decoded (+ the decoder's radius), the cells encoded (+ the encoder's).
+    ny0, ny1, nx0, nx1 = _widen(region, cfg.radius, h, w)
+    dy0, dy1, dx0, dx1 = _widen((ny0, ny1, nx0, nx1), dec, h, w)
+    if device.type == "cpu":
+        dy0, dy1, dx0, dx1 = _same_cpu_backend((dy0, dy1, dx0, dx1), h, w)
+    cy0, cy1, cx0, cx1 = _widen((dy0, dy1, dx0, dx1), enc, h, w)
     lr = torch.from_numpy(np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1]))
     lr = lr.permute(2, 0, 1)[None].to(device)
-    amp = (torch.autocast(device.type, dtype=dtype) if dtype is not None
-           else contextlib.nullcontext())
+    amp = (
+        torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    )
     with amp:
         feat = model.encoder(lr)
         # The decoder only needs the encoder's output on its own (smaller) window.
         sy, sx = slice(dy0 - cy0, dy1 - cy0), slice(dx0 - cx0, dx1 - cx0)
-        del lr
-        field = model.decode(
-            torch.from_numpy(np.ascontiguousarray(rgb[dy0:dy1, dx0:dx1])).permute(2, 0, 1)[None]
-            .to(device), feat[:, :, sy, sx], scale)
-    del feat
+        field = model.decode(lr[:, :, sy, sx], feat[:, :, sy, sx], scale)
+    del feat, lr
     field = _crop(field, ny0 - dy0, ny1 - dy0, nx0 - dx0, nx1 - dx0)
     (o0, o1), (p0, p1) = out_rows, out_cols
     rows = axis_map(o1 - o0, scale[0], h, out_start=o0, lr_start=ny0)
@@ -189,11 +218,52 @@ def render_region(
     return out[0].permute(1, 2, 0).float().cpu().numpy()
 
 
+def _widen(window: tuple[int, ...], by: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """A window (y0, y1, x0, x1) widened by `by` on each side, clipped to h x w."""
+    y0, y1, x0, x1 = window
+    return max(0, y0 - by), min(h, y1 + by), max(0, x0 - by), min(w, x1 + by)
+
+
+def _grow(a0: int, a1: int, n: int, length: int) -> tuple[int, int]:
+    """Widen [a0, a1) inside [0, n) to min(n, length) cells, about its middle."""
+    length = min(n, length)
+    if a1 - a0 >= length:
+        return a0, a1
+    a0 = max(0, a0 - (length - (a1 - a0)) // 2)
+    a1 = min(n, a0 + length)
+    return a1 - length, a1
+
+
+def _same_cpu_backend(
+    window: tuple[int, int, int, int], h: int, w: int
+) -> tuple[int, int, int, int]:
+    """Grow a window (y0, y1, x0, x1) of an h x w image so that every convolution on it
+    takes the same CPU backend as on the whole image.
+
+    PyTorch runs a batch-1 3x3 convolution with oneDNN only when its input has more than
+    20480 elements, and with its native kernel otherwise; the two round differently
+    (about 1e-6), so a small edge tile would not match the whole image bit for bit. A
+    window of at least min(h w, 20480 / 3 + 1) pixels is on the same side of that line
+    as the whole image for every layer (3 input channels or more). More context never
+    changes the result, so growing is safe; it only costs on small edge tiles.
+    """
+    need = min(h * w, _CPU_ONEDNN_MIN_NUMEL // 3 + 1)
+    y0, y1, x0, x1 = window
+    if (y1 - y0) * (x1 - x0) >= need:
+        return window
+    y0, y1 = _grow(y0, y1, h, -(-need // (x1 - x0)))
+    x0, x1 = _grow(x0, x1, w, -(-need // (y1 - y0)))
+    return y0, y1, x0, x1
+
+
 def _split(region: tuple[int, int, int, int], tile: int) -> list[tuple[int, int, int, int]]:
     """Cover `region` (y0, y1, x0, x1) with tiles of side `tile`, row-major."""
     y0, y1, x0, x1 = region
-    return [(ty, min(ty + tile, y1), tx, min(tx + tile, x1))
-            for ty in range(y0, y1, tile) for tx in range(x0, x1, tile)]
+    return [
+        (ty, min(ty + tile, y1), tx, min(tx + tile, x1))
+        for ty in range(y0, y1, tile)
+        for tx in range(x0, x1, tile)
+    ]
 
 
 def _output_span(cells: np.ndarray, c0: int, c1: int) -> tuple[int, int]:
@@ -247,7 +317,8 @@ def upscale_tiled_result(
             if new < MIN_TILE:
                 raise GsasrError(
                     f"out of memory on {device} even with {tile}x{tile} LR tiles "
-                    f"(halo {halo(model.cfg)}): {str(oom).splitlines()[0][:200]}") from oom
+                    f"(halo {halo(model.cfg)}): {str(oom).splitlines()[0][:200]}"
+                ) from oom
             del oom
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -279,5 +350,6 @@ def upscale_tiled(
     `on_tile(done, total)` is called after each tile. See `upscale_tiled_result` for the
     tile finally used.
     """
-    return upscale_tiled_result(model, rgb, out_size, scale, device, tile,
-                                precision=precision, on_tile=on_tile).image
+    return upscale_tiled_result(
+        model, rgb, out_size, scale, device, tile, precision=precision, on_tile=on_tile
+    ).image

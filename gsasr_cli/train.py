@@ -23,7 +23,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
 from gsasr_kernels import axis_map
 
 from .model import GSASR, ModelConfig
@@ -49,8 +48,15 @@ def load_images(folder: Path) -> list[np.ndarray]:
 class PatchSampler:
     """Random (LR, HR, scale) batches from a list of images; one scale per batch."""
 
-    def __init__(self, images: list[np.ndarray], patch: int, batch: int,
-                 scale_range: tuple[float, float], anisotropic: float, seed: int) -> None:
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        patch: int,
+        batch: int,
+        scale_range: tuple[float, float],
+        anisotropic: float,
+        seed: int,
+    ) -> None:
         self.images = images
         self.patch, self.batch = patch, batch
         self.scale_range, self.anisotropic = scale_range, anisotropic
@@ -90,8 +96,11 @@ class PatchSampler:
 def load_liif_encoder(model: GSASR, path: Path) -> None:
     """Copy LIIF's pretrained EDSR-baseline encoder (`model.sd`, `encoder.*`) into `model`."""
     sd = torch.load(path, map_location="cpu", weights_only=True)["model"]["sd"]
-    enc = {k[len("encoder."):]: v for k, v in sd.items()
-           if k.startswith("encoder.") and "mean." not in k}
+    enc = {
+        k[len("encoder.") :]: v
+        for k, v in sd.items()
+        if k.startswith("encoder.") and "mean." not in k
+    }
     model.encoder.load_state_dict(enc, strict=True)
 
 
@@ -144,21 +153,35 @@ def main(argv: list[str] | None = None) -> None:
         start = ckpt["step"]
         print(f"resumed from {ckpt_path} at step {start}", file=sys.stderr)
 
-    sampler = PatchSampler(load_images(args.data), args.patch, args.batch,
-                           (args.scale_min, args.scale_max), args.anisotropic, args.seed + start)
+    sampler = PatchSampler(
+        load_images(args.data),
+        args.patch,
+        args.batch,
+        (args.scale_min, args.scale_max),
+        args.anisotropic,
+        args.seed + start,
+    )
 
     def save(step: int) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
-                    "opt": opt.state_dict(), "step": step}, tmp)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "opt": opt.state_dict(),
+                "step": step,
+            },
+            tmp,
+        )
         tmp.replace(ckpt_path)
         save_weights(ema, args.out / "ema.safetensors", extra={"steps": str(step)})
 
     t0, losses = time.time(), []
     for step in range(start, args.steps):
         lr_now = args.min_lr + 0.5 * (args.lr - args.min_lr) * (
-            1 + math.cos(math.pi * step / args.steps))
+            1 + math.cos(math.pi * step / args.steps)
+        )
         for group in opt.param_groups:
             group["lr"] = lr_now
         lr_img, hr, scale = sampler()
@@ -169,23 +192,30 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad():
                 feat = model.encoder(lr_img)
         field = model.decode(lr_img, feat, scale)
-        out = model.render(field, axis_map(hr.shape[-2], scale[0], args.patch),
-                           axis_map(hr.shape[-1], scale[1], args.patch))
+        out = model.render(
+            field,
+            axis_map(hr.shape[-2], scale[0], args.patch),
+            axis_map(hr.shape[-1], scale[1], args.patch),
+        )
         loss = (out - hr).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             decay = min(args.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
         losses.append(loss.item())
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
             rate = (done - start) / (time.time() - t0)
             eta = (args.steps - done) / rate
-            print(f"step {done}/{args.steps} loss {np.mean(losses):.4f} lr {lr_now:.2e} "
-                  f"{rate:.2f} steps/s eta {eta / 60:.1f} min", file=sys.stderr, flush=True)
+            print(
+                f"step {done}/{args.steps} loss {np.mean(losses):.4f} lr {lr_now:.2e} "
+                f"{rate:.2f} steps/s eta {eta / 60:.1f} min",
+                file=sys.stderr,
+                flush=True,
+            )
             losses = []
         if done % args.save_every == 0 or done == args.steps:
             save(done)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from gsasr_kernels import axis_map
 
 from .errors import GsasrError
@@ -85,23 +85,47 @@ def upscale_rgb(
     lr = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
     h, w = rgb.shape[:2]
     field = model.gaussians(lr, scale)
-    out = model.render(field, axis_map(out_size[0], scale[0], h), axis_map(out_size[1], scale[1], w))
+    out = model.render(
+        field, axis_map(out_size[0], scale[0], h), axis_map(out_size[1], scale[1], w)
+    )
     return out[0].permute(1, 2, 0).float().cpu().numpy()
 
 
 def upscale_image(
-    model: GSASR, image: Image, out_size: tuple[int, int], scale: tuple[float, float],
-    device: torch.device, alpha_mode: str = "bicubic",
-) -> Image:
-    """Upscale colour with the model; an alpha plane with MATLAB bicubic or the model."""
-    rgb = upscale_rgb(model, image.rgb, out_size, scale, device)
+    model: GSASR,
+    image: Image,
+    out_size: tuple[int, int],
+    scale: tuple[float, float],
+    device: torch.device,
+    alpha_mode: str = "bicubic",
+    tile: int | str = "auto",
+    precision: str = "fp32",
+    on_tile: Callable[[int, int], None] | None = None,
+) -> tuple[Image, int]:
+    """Upscale colour with the model, in exact tiles; alpha with MATLAB bicubic or the model.
+
+    `tile` is an LR tile side, 0 for untiled, or "auto" (the largest that fits in free
+    memory). Returns the image and the tile side finally used.
+    """
+    from .tiling import auto_tile, upscale_tiled_result
+
+    h, w = image.size
+    side = auto_tile(model, (h, w), out_size, scale, device) if tile == "auto" else int(tile)
+
+    def run(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+        res = upscale_tiled_result(
+            model, rgb, out_size, scale, device, side, precision=precision, on_tile=on_tile
+        )
+        return res.image, res.tile
+
+    rgb, used = run(image.rgb)
     alpha = None
     if image.alpha is not None:
         if alpha_mode == "model":
-            planes = np.repeat(image.alpha[:, :, None], 3, axis=2)
-            alpha = upscale_rgb(model, planes, out_size, scale, device).mean(axis=2)
+            planes, _ = run(np.repeat(image.alpha[:, :, None], 3, axis=2))
+            alpha = planes.mean(axis=2)
         else:
             plane = torch.from_numpy(image.alpha).double()
             alpha = imresize(plane, *out_size).float().numpy()
         alpha = np.clip(alpha, 0.0, 1.0)
-    return Image(rgb, alpha, image.bits, image.grey, image.meta)
+    return Image(rgb, alpha, image.bits, image.grey, image.meta), used

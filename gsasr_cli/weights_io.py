@@ -22,10 +22,17 @@ def default_weights_path() -> Path:
     return Path(str(resources.files("gsasr_cli.weights").joinpath(DEFAULT_WEIGHTS)))
 
 
-def save_weights(model: GSASR, path: Path, *, dtype: torch.dtype = torch.float16,
-                 extra: dict[str, str] | None = None) -> None:
+def save_weights(
+    model: GSASR,
+    path: Path,
+    *,
+    dtype: torch.dtype = torch.float16,
+    extra: dict[str, str] | None = None,
+) -> None:
     """Write the model's parameters (not its derived buffers) and config to `path`."""
-    params = {name: p.detach().to("cpu", dtype).contiguous() for name, p in model.named_parameters()}
+    params = {
+        name: p.detach().to("cpu", dtype).contiguous() for name, p in model.named_parameters()
+    }
     metadata = {"config": json.dumps(model.cfg.to_dict()), "format": "gsasr-1", **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -50,8 +57,10 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
     # Buffers are derived from the config; every parameter must be in the file.
     missing = [k for k in missing if k not in dict(model.named_buffers())]
     if missing or unexpected:
-        raise GsasrError(f"{path}: weights do not match the model (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+        raise GsasrError(
+            f"{path}: weights do not match the model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
     return model.to(device).eval()
 
 

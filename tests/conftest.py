@@ -6,8 +6,15 @@ import torch
 
 
 def random_gaussians(
-    b: int, h: int, w: int, g: int, c: int = 3, *, dtype: torch.dtype = torch.float64,
-    seed: int = 0, device: str = "cpu",
+    b: int,
+    h: int,
+    w: int,
+    g: int,
+    c: int = 3,
+    *,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> tuple[torch.Tensor, ...]:
     """Seeded random Gaussian parameters inside the rasterizer's valid ranges."""
     gen = torch.Generator().manual_seed(seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from PIL import ImageCms
-
 from test_cli import EXAMPLE, run
 
 
@@ -61,8 +59,9 @@ def test_folder_mirrors_the_tree_and_skips_hidden_files(folder, tmp_path, capsys
 
 def test_glob_selects_files(folder, tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, _ = run(["upscale", str(folder), "-s", "2", "-o", str(out), "-r", "--glob", "*.jpg"],
-                     capsys)
+    code, _, _ = run(
+        ["upscale", str(folder), "-s", "2", "-o", str(out), "-r", "--glob", "*.jpg"], capsys
+    )
     assert code == 0
     assert [p.name for p in out.rglob("*") if p.is_file()] == ["b.jpg"]
 
@@ -79,7 +78,11 @@ def test_bad_files_fail_alone_and_the_batch_goes_on(folder, tmp_path, capsys):
     records = {Path(r["input"]).name: r for r in map(json.loads, stdout.splitlines())}
     assert {k for k, r in records.items() if r["status"] == "ok"} == {"a.png", "b.jpg"}
     assert {k for k, r in records.items() if r["status"] == "failed"} == {
-        "corrupt.png", "zero.png", "text.png", "cut.jpg"}
+        "corrupt.png",
+        "zero.png",
+        "text.png",
+        "cut.jpg",
+    }
     assert "empty file" in records["zero.png"]["error"]
     for name in ("corrupt.png", "zero.png", "text.png", "cut.jpg"):
         assert name in err  # each failure is reported on stderr, one line
@@ -100,9 +103,10 @@ def test_json_record_fields(tmp_path, capsys):
     assert cv2.imread(record["output"]).shape == (20, 40, 3)
 
 
-@pytest.mark.parametrize("flag,value,shape", [("--width", "40", (30, 40)),
-                                               ("--height", "30", (30, 40)),
-                                               ("--size", "33x17", (17, 33))])
+@pytest.mark.parametrize(
+    "flag,value,shape",
+    [("--width", "40", (30, 40)), ("--height", "30", (30, 40)), ("--size", "33x17", (17, 33))],
+)
 def test_width_height_and_size(tmp_path, capsys, flag, value, shape):
     src = write(tmp_path / "x.png", small())
     code, _, err = run(["upscale", str(src), flag, value, "-o", str(tmp_path / "y.png")], capsys)
@@ -110,8 +114,10 @@ def test_width_height_and_size(tmp_path, capsys, flag, value, shape):
     assert cv2.imread(str(tmp_path / "y.png")).shape[:2] == shape
 
 
-@pytest.mark.parametrize("args", [[], ["-s", "2", "--width", "10"], ["--size", "10"],
-                                  ["--size", "0x5"], ["--width", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [[], ["-s", "2", "--width", "10"], ["--size", "10"], ["--size", "0x5"], ["--width", "0"]],
+)
 def test_sizing_must_be_exactly_one_and_valid(tmp_path, capsys, args):
     src = write(tmp_path / "x.png", small())
     code, _, err = run(["upscale", str(src), *args], capsys)
@@ -126,8 +132,9 @@ def test_a_size_that_would_shrink_fails_that_file(tmp_path, capsys):
 
 def test_dry_run_touches_nothing(folder, tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, err = run(["upscale", str(folder), "-s", "3", "-o", str(out), "-r", "--dry-run"],
-                            capsys)
+    code, stdout, err = run(
+        ["upscale", str(folder), "-s", "3", "-o", str(out), "-r", "--dry-run"], capsys
+    )
     assert code == 0
     assert not out.exists()
     lines = stdout.strip().splitlines()
@@ -136,19 +143,28 @@ def test_dry_run_touches_nothing(folder, tmp_path, capsys):
 
 def test_stdin_to_stdout_pipeline(tmp_path):
     data = cv2.imencode(".jpg", small())[1].tobytes()
-    result = subprocess.run(["gsasr", "upscale", "-", "-s", "2", "-o", "-", "--format", "png"],
-                            input=data, capture_output=True, check=False)
+    result = subprocess.run(
+        ["gsasr", "upscale", "-", "-s", "2", "-o", "-", "--format", "png"],
+        input=data,
+        capture_output=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     image = cv2.imdecode(np.frombuffer(result.stdout, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (24, 32, 3)
 
 
 def test_stdin_garbage_fails_cleanly():
-    result = subprocess.run(["gsasr", "upscale", "-", "-s", "2", "-o", "-", "--format", "png"],
-                            input=b"garbage" * 10, capture_output=True, check=False)
+    result = subprocess.run(
+        ["gsasr", "upscale", "-", "-s", "2", "-o", "-", "--format", "png"],
+        input=b"garbage" * 10,
+        capture_output=True,
+        check=False,
+    )
     assert result.returncode == 1 and result.stdout == b""
     assert result.stderr.decode().strip() == (
-        "error: <stdin>: not a readable image (corrupt, truncated or unsupported format)")
+        "error: <stdin>: not a readable image (corrupt, truncated or unsupported format)"
+    )
 
 
 def test_stdout_needs_format_and_a_non_terminal(tmp_path, capsys, monkeypatch):
@@ -167,7 +183,7 @@ def test_no_input_matched(tmp_path, capsys):
 
 
 def test_sixteen_bit_grey_and_alpha_survive(tmp_path, capsys):
-    deep = (small().astype(np.uint16) * 257)
+    deep = small().astype(np.uint16) * 257
     grey = cv2.cvtColor(small(), cv2.COLOR_BGR2GRAY)
     rgba = np.dstack([small(), np.full((12, 16), 128, np.uint8)])
     rgba[:, :4, 3] = 0
@@ -181,8 +197,19 @@ def test_sixteen_bit_grey_and_alpha_survive(tmp_path, capsys):
     assert cv2.imread(str(tmp_path / "grey_x2.png"), cv2.IMREAD_UNCHANGED).shape == (24, 32)
     alpha = cv2.imread(str(tmp_path / "rgba_x2.png"), cv2.IMREAD_UNCHANGED)[..., 3]
     assert alpha.shape == (24, 32) and alpha[:, :6].max() <= 10 and alpha[:, 10:].min() >= 120
-    code, _, _ = run(["upscale", str(tmp_path / "rgba.png"), "-s", "2", "--alpha", "model",
-                      "-o", str(tmp_path / "m.png")], capsys)
+    code, _, _ = run(
+        [
+            "upscale",
+            str(tmp_path / "rgba.png"),
+            "-s",
+            "2",
+            "--alpha",
+            "model",
+            "-o",
+            str(tmp_path / "m.png"),
+        ],
+        capsys,
+    )
     assert code == 0
     assert cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_UNCHANGED).shape == (24, 32, 4)
 

@@ -40,8 +40,12 @@ def leftovers(folder: Path) -> list[str]:
 def test_version_from_the_installed_command():
     result = subprocess.run(["gsasr", "--version"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.strip() == f"gsasr {__version__}"
-    result = subprocess.run([sys.executable, "-m", "gsasr_cli", "--version"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "gsasr_cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0 and __version__ in result.stdout
 
 
@@ -60,8 +64,9 @@ def test_upscale_writes_the_default_name_beside_the_input(small_png, capsys):
     assert leftovers(small_png.parent) == []
 
 
-def test_upscale_from_another_directory_with_explicit_output(small_png, tmp_path, monkeypatch,
-                                                            capsys):
+def test_upscale_from_another_directory_with_explicit_output(
+    small_png, tmp_path, monkeypatch, capsys
+):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -120,29 +125,33 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(small_png, caps
     code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", str(target)], capsys)
     assert code == 1 and "exists" in err and "--overwrite" in err
     assert target.read_bytes() == b"keep me"
-    code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", str(target), "--overwrite"],
-                       capsys)
+    code, _, err = run(
+        ["upscale", str(small_png), "-s", "2", "-o", str(target), "--overwrite"], capsys
+    )
     assert code == 0, err
     assert cv2.imread(str(target)).shape == (60, 80, 3)
 
 
 def test_never_overwrites_the_input(small_png, capsys):
     before = small_png.read_bytes()
-    code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", str(small_png), "--overwrite"],
-                       capsys)
+    code, _, err = run(
+        ["upscale", str(small_png), "-s", "2", "-o", str(small_png), "--overwrite"], capsys
+    )
     assert code == 1 and "input" in err
     assert small_png.read_bytes() == before
 
 
 def test_output_folder_that_does_not_exist(small_png, tmp_path, capsys):
-    code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", str(tmp_path / "no" / "x.png")],
-                       capsys)
+    code, _, err = run(
+        ["upscale", str(small_png), "-s", "2", "-o", str(tmp_path / "no" / "x.png")], capsys
+    )
     assert code == 1 and "does not exist" in err
 
 
 def test_output_folder_that_is_a_file(small_png, tmp_path, capsys):
-    code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", str(small_png / "x.png")],
-                       capsys)
+    code, _, err = run(
+        ["upscale", str(small_png), "-s", "2", "-o", str(small_png / "x.png")], capsys
+    )
     assert code == 1 and "not a folder" in err
 
 
@@ -152,8 +161,9 @@ def test_output_folder_without_write_permission(small_png, tmp_path, capsys):
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", str(locked / "x.png")],
-                           capsys)
+        code, _, err = run(
+            ["upscale", str(small_png), "-s", "2", "-o", str(locked / "x.png")], capsys
+        )
     finally:
         locked.chmod(0o755)
     assert code == 1 and "cannot write" in err

@@ -39,8 +39,11 @@ def test_random_bytes(data):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
-                                         max_size=8), st.integers(0, 10**6))
+@given(
+    st.sampled_from(SEEDS),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+    st.integers(0, 10**6),
+)
 def test_mutated_images(seed, flips, cut):
     data = bytearray(seed)
     for pos, value in flips:

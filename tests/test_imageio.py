@@ -57,7 +57,9 @@ def test_grey_stays_grey_and_alpha_is_kept():
     assert back.shape == (3, 4, 4) and np.array_equal(back, bgra)
 
 
-@pytest.mark.parametrize("data,reason", [(b"", "empty file"), (b"GIF89a" + b"\0" * 40, "not a readable")])
+@pytest.mark.parametrize(
+    "data,reason", [(b"", "empty file"), (b"GIF89a" + b"\0" * 40, "not a readable")]
+)
 def test_bad_bytes_name_the_source(data, reason):
     with pytest.raises(GsasrError, match=f"^src.png: {reason}"):
         decode(data, "src.png")

@@ -12,8 +12,9 @@ def test_halving_weights_match_matlab():
     # imresize(x, 0.5, 'bicubic') on 8 samples: the first output sample, written out
     # from MATLAB's kernel (a = -0.5, width 4 / 0.5, symmetric edges).
     row = resize_matrix(8, 4)[0]
-    want = torch.tensor([0.546875, 0.3984375, 0.1015625, -0.03515625, -0.01171875, 0, 0, 0],
-                        dtype=torch.float64)
+    want = torch.tensor(
+        [0.546875, 0.3984375, 0.1015625, -0.03515625, -0.01171875, 0, 0, 0], dtype=torch.float64
+    )
     torch.testing.assert_close(row, want, atol=1e-7, rtol=0)
 
 

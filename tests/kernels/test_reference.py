@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from conftest import random_gaussians
 from gsasr_kernels import axis_map, rasterize
 from gsasr_kernels._torch_impl import _rasterize
@@ -26,7 +25,9 @@ def naive_render(means, sigmas, rhos, opacities, colors, out_h, out_w, sy, sx, r
                     dy = py - (y + means[:, y, x, :, 1])
                     sx_, sy_ = sigmas[:, y, x, :, 0], sigmas[:, y, x, :, 1]
                     r = rhos[:, y, x]
-                    q = (dx**2 / sx_**2 - 2 * r * dx * dy / (sx_ * sy_) + dy**2 / sy_**2) / (1 - r**2)
+                    q = (dx**2 / sx_**2 - 2 * r * dx * dy / (sx_ * sy_) + dy**2 / sy_**2) / (
+                        1 - r**2
+                    )
                     t = (dx**2 + dy**2) / radius**2
                     k = torch.exp(-q / 2) * torch.clamp(1 - t, min=0) ** 2
                     wgt = opacities[:, y, x] * k  # [B, G]
@@ -54,7 +55,9 @@ def test_forward_and_gradients_match_naive_loop(h, w, g, c, out_h, out_w, radius
     v = torch.randn_like(want)
     grads_got = torch.autograd.grad((got * v).sum(), params)
     grads_want = torch.autograd.grad((want * v).sum(), params)
-    for name, a, b in zip(("means", "sigmas", "rhos", "opacities", "colors"), grads_got, grads_want):
+    for name, a, b in zip(
+        ("means", "sigmas", "rhos", "opacities", "colors"), grads_got, grads_want, strict=True
+    ):
         torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9, msg=lambda m, n=name: f"{n}: {m}")
 
 

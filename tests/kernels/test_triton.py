@@ -72,10 +72,14 @@ def _assert_close(name, got, want, atol, rtol):
     bad = ~torch.isclose(got, want, atol=atol, rtol=rtol)
     if bad.any():
         idx = bad.nonzero()[:5]
-        rows = [f"  {tuple(i.tolist())}: got {got[tuple(i)]:.7g}, want {want[tuple(i)]:.7g}"
-                for i in idx]
-        pytest.fail(f"{name}: {int(bad.sum())} of {bad.numel()} elements differ "
-                    f"(atol={atol}, rtol={rtol}); first:\n" + "\n".join(rows))
+        rows = [
+            f"  {tuple(i.tolist())}: got {got[tuple(i)]:.7g}, want {want[tuple(i)]:.7g}"
+            for i in idx
+        ]
+        pytest.fail(
+            f"{name}: {int(bad.sum())} of {bad.numel()} elements differ "
+            f"(atol={atol}, rtol={rtol}); first:\n" + "\n".join(rows)
+        )
 
 
 def _compare(b, h, w, g, c, sy, sx, radius, dtype, atol, rtol, seed=0, transform=None):
