@@ -256,3 +256,37 @@ def test_interrupt_in_a_batch_leaves_no_partial_file(folder, tmp_path, capsys, m
     assert code == 130
     files = [p for p in out.rglob("*") if p.is_file()]
     assert [str(p) for p in files] == [str(calls[0])]  # the finished one, nothing partial
+
+
+def test_tile_option_gives_the_same_image_and_is_reported(tmp_path, capsys):
+    src = write(tmp_path / "x.png", cv2.imread(str(EXAMPLE))[:70, :90])
+    outputs = {}
+    for tile in ("0", "32", "auto"):
+        dst = tmp_path / f"t{tile}.png"
+        code, stdout, _ = run(["upscale", str(src), "-s", "3.7", "-o", str(dst), "--tile", tile,
+                               "--json"], capsys)
+        assert code == 0
+        outputs[tile] = (json.loads(stdout)["tile"], cv2.imread(str(dst), cv2.IMREAD_UNCHANGED))
+    assert outputs["32"][0] == 32 and outputs["0"][0] == 90 and outputs["auto"][0] == 90
+    assert np.array_equal(outputs["32"][1], outputs["0"][1])  # seam-free: identical bytes
+    assert np.array_equal(outputs["auto"][1], outputs["0"][1])
+    code, _, err = run(["upscale", str(src), "-s", "2", "-o", str(tmp_path / "v.png"), "-v",
+                        "--tile", "48"], capsys)
+    assert code == 0 and "tile 48" in err and "on cpu" in err
+
+
+@pytest.mark.parametrize("args,message", [(["--tile", "8"], "--tile"),
+                                          (["--tile", "big"], "--tile"),
+                                          (["--precision", "fp8"], "--precision")])
+def test_bad_tile_and_precision_are_usage_errors(tmp_path, capsys, args, message):
+    src = write(tmp_path / "x.png", small())
+    code, _, err = run(["upscale", str(src), "-s", "2", *args], capsys)
+    assert code == 2 and message in err
+
+
+def test_half_precision_on_cpu_is_refused_before_any_file(tmp_path, capsys):
+    src = write(tmp_path / "x.png", small())
+    code, _, err = run(["upscale", str(src), "-s", "2", "--precision", "fp16", "--device", "cpu"],
+                       capsys)
+    assert code == 1 and "needs a CUDA device" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
