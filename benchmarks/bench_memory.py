@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import resource
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe
 
 from gsasr_cli import tiling
 from gsasr_cli.upscale import output_size, resolve_device
@@ -40,16 +40,7 @@ MB = 1 << 20
 
 def machine(device: torch.device) -> str:
     """One line naming the hardware and software the numbers come from."""
-    sw = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, {sw}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {cpu} ({torch.backends.cpu.get_cpu_capability()}), {sw}"
+    return describe(device)
 
 
 def test_image(h: int, w: int, seed: int = 0) -> np.ndarray:  # [h, w, 3] float32 in [0, 1]

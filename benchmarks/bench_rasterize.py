@@ -15,13 +15,13 @@ and the upstream gradient and writes the parameter gradients.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 from gsasr_kernels import axis_map
 from gsasr_kernels._torch_impl import _rasterize
+from machine import describe
 
 TARGETS = {"4K": (2160, 3840), "8K": (4320, 7680)}
 SCALES = (2.0, 3.7, 4.0)
@@ -42,22 +42,7 @@ PEAK_GBPS = [
 
 def machine(device: torch.device) -> str:
     """One line naming the hardware and software the numbers come from."""
-    sw = f"torch {torch.__version__}"
-    try:
-        import triton
-
-        sw += f", triton {triton.__version__}"
-    except ImportError:
-        sw += ", triton not installed"
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, {sw}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} threads, {sw}"
+    return describe(device)
 
 
 def peak_gbps(device: torch.device) -> float | None:
