@@ -1,8 +1,8 @@
 """Batches: which inputs, which outputs, and running them one file at a time.
 
-The CLI turns its arguments into a list of `Job`s (`plan`), then `run_job` does one
-file: read, upscale, encode, write atomically. A failing file raises GsasrError for
-that file only; the batch goes on. Nothing here prints: results come back as
+The CLI turns its arguments into a list of `Job`s (`plan`), then `execute` runs them one
+file at a time: read, upscale, encode, write atomically. A failing file ends as a failed
+`Result` for that file only; the batch goes on. Nothing here prints: results come back as
 `Result`s for the CLI to report.
 """
 
@@ -97,9 +97,9 @@ def plan(
     sources = collect(inputs, recursive, globs or [])
     if not sources:
         raise UsageProblem("no input image matched")
-    if sum(src is None for src, _ in sources) > 1:
-        raise UsageProblem("standard input can be read only once")
     batch = len(sources) > 1 or any(root is not None for _, root in sources)
+    if batch and any(src is None for src, _ in sources):
+        raise UsageProblem("standard input (-) cannot be combined with other inputs")
     if output == STDIO:
         if batch:
             raise UsageProblem("-o - writes one image to standard output; give one input")

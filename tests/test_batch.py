@@ -290,3 +290,9 @@ def test_half_precision_on_cpu_is_refused_before_any_file(tmp_path, capsys):
                        capsys)
     assert code == 1 and "needs a CUDA device" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
+
+
+def test_stdin_cannot_join_a_batch(tmp_path, capsys):
+    src = write(tmp_path / "x.png", small())
+    code, _, err = run(["upscale", "-", str(src), "-s", "2", "-o", str(tmp_path)], capsys)
+    assert code == 2 and "standard input" in err
