@@ -16,7 +16,14 @@ import cv2
 import numpy as np
 
 from .errors import GsasrError
-from .metadata import Metadata, apply_orientation, embed, read_metadata
+from .metadata import (
+    Metadata,
+    apply_orientation,
+    embed,
+    encode_with_metadata,
+    has_metadata,
+    read_metadata,
+)
 
 # Extension -> (OpenCV encoder extension, can hold 16 bits, can hold alpha)
 FORMATS: dict[str, tuple[str, bool, bool]] = {
@@ -99,6 +106,8 @@ def encode(image: Image, ext: str, quality: int = 95) -> bytes:
     """Encode `image` for the format of extension `ext` (".png", ".jpg", ...)."""
     cv_ext, deep, has_alpha = FORMATS[ext.lower()]
     pixels = quantise(image, 16 if image.bits == 16 and deep else 8, has_alpha)
+    if cv_ext in (".webp", ".tif") and pixels.dtype == np.uint8 and has_metadata(image.meta):
+        return encode_with_metadata(pixels, cv_ext, quality, image.meta)
     params: list[int] = []
     if cv_ext == ".jpg":
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]

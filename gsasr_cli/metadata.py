@@ -2,8 +2,9 @@
 
 Pixels are decoded by OpenCV, which ignores EXIF orientation with IMREAD_UNCHANGED and
 drops metadata on encode; Pillow parses and rewrites the EXIF block. The blocks are then
-spliced into the encoded output: APP1/APP2 segments for JPEG, eXIf/iCCP chunks for PNG.
-Other output formats are written without metadata.
+spliced into the encoded output: APP1/APP2 segments for JPEG, eXIf/iCCP chunks for PNG
+(8 and 16 bits). 8-bit WebP and TIFF with metadata are encoded by Pillow, which writes
+both blocks (TIFF without the EXIF camera sub-IFD); 16-bit TIFF (which Pillow cannot write in colour) and BMP carry none.
 """
 
 from __future__ import annotations
@@ -86,6 +87,42 @@ def embed(encoded: bytes, ext: str, meta: Metadata, width: int, height: int) -> 
     if ext == ".png":
         return _embed_png(encoded, exif, meta.icc)
     return encoded
+
+
+def has_metadata(meta: Metadata) -> bool:
+    """Whether there is anything to copy."""
+    return bool(meta.exif or meta.icc)
+
+
+def encode_with_metadata(pixels: np.ndarray, ext: str, quality: int, meta: Metadata) -> bytes:
+    """Encode 8-bit OpenCV-ordered pixels (grey, BGR, BGRA) as WebP or TIFF with EXIF/ICC."""
+    from PIL import Image as PILImage
+
+    if pixels.ndim == 3:
+        order = [2, 1, 0, 3][: pixels.shape[2]]  # BGR(A) -> RGB(A)
+        pixels = pixels[:, :, order]
+    h, w = pixels.shape[:2]
+    options: dict[str, object] = {}
+    if meta.icc:
+        options["icc_profile"] = meta.icc
+    if ext == ".webp":
+        fmt = "WEBP"
+        options["quality"] = quality
+        if meta.exif:
+            options["exif"] = _EXIF_HEADER + updated_exif(meta.exif, w, h)
+    else:
+        fmt = "TIFF"
+        options["compression"] = "tiff_lzw"
+        if meta.exif:
+            # TIFF takes the tags themselves; libtiff cannot place the camera sub-IFD
+            # (0x8769) through Pillow, so the IFD0 tags (make, model, date...) are kept.
+            tags = PILImage.Exif()
+            tags.load(_EXIF_HEADER + updated_exif(meta.exif, w, h))
+            tags.pop(EXIF_IFD, None)
+            options["exif"] = tags
+    buf = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(pixels)).save(buf, fmt, **options)
+    return buf.getvalue()
 
 
 def _embed_jpeg(data: bytes, exif: bytes | None, icc: bytes | None) -> bytes:

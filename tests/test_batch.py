@@ -222,12 +222,15 @@ def test_exif_orientation_applied_and_metadata_copied(tmp_path, capsys):
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     src = tmp_path / "photo.jpg"
     PILImage.fromarray(rgb).save(src, quality=95, exif=exif.tobytes(), icc_profile=icc)
-    code, _, err = run(["upscale", str(src), "-s", "2"], capsys)
-    assert code == 0, err
-    with PILImage.open(tmp_path / "photo_x2.jpg") as out:
-        assert out.size == (24, 32)  # upright: 12 wide, 16 tall, doubled
-        assert out.getexif()[0x0112] == 1 and out.getexif()[0x010F] == "TestCam"
-        assert out.info["icc_profile"] == icc
+    for ext in (".jpg", ".png", ".webp", ".tif"):
+        dst = tmp_path / f"photo_x2{ext}"
+        code, _, err = run(["upscale", str(src), "-s", "2", "-o", str(dst)], capsys)
+        assert code == 0, err
+        with PILImage.open(dst) as out:
+            assert out.size == (24, 32), ext  # upright: 12 wide, 16 tall, doubled
+            exif = out.getexif()
+            assert exif[0x0112] == 1 and exif[0x010F] == "TestCam", ext
+            assert out.info["icc_profile"] == icc, ext
 
 
 def test_spaces_and_non_ascii_paths(tmp_path, capsys):
@@ -263,21 +266,29 @@ def test_tile_option_gives_the_same_image_and_is_reported(tmp_path, capsys):
     outputs = {}
     for tile in ("0", "32", "auto"):
         dst = tmp_path / f"t{tile}.png"
-        code, stdout, _ = run(["upscale", str(src), "-s", "3.7", "-o", str(dst), "--tile", tile,
-                               "--json"], capsys)
+        code, stdout, _ = run(
+            ["upscale", str(src), "-s", "3.7", "-o", str(dst), "--tile", tile, "--json"], capsys
+        )
         assert code == 0
         outputs[tile] = (json.loads(stdout)["tile"], cv2.imread(str(dst), cv2.IMREAD_UNCHANGED))
     assert outputs["32"][0] == 32 and outputs["0"][0] == 90 and outputs["auto"][0] == 90
     assert np.array_equal(outputs["32"][1], outputs["0"][1])  # seam-free: identical bytes
     assert np.array_equal(outputs["auto"][1], outputs["0"][1])
-    code, _, err = run(["upscale", str(src), "-s", "2", "-o", str(tmp_path / "v.png"), "-v",
-                        "--tile", "48"], capsys)
+    code, _, err = run(
+        ["upscale", str(src), "-s", "2", "-o", str(tmp_path / "v.png"), "-v", "--tile", "48"],
+        capsys,
+    )
     assert code == 0 and "tile 48" in err and "on cpu" in err
 
 
-@pytest.mark.parametrize("args,message", [(["--tile", "8"], "--tile"),
-                                          (["--tile", "big"], "--tile"),
-                                          (["--precision", "fp8"], "--precision")])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--tile", "8"], "--tile"),
+        (["--tile", "big"], "--tile"),
+        (["--precision", "fp8"], "--precision"),
+    ],
+)
 def test_bad_tile_and_precision_are_usage_errors(tmp_path, capsys, args, message):
     src = write(tmp_path / "x.png", small())
     code, _, err = run(["upscale", str(src), "-s", "2", *args], capsys)
@@ -286,8 +297,9 @@ def test_bad_tile_and_precision_are_usage_errors(tmp_path, capsys, args, message
 
 def test_half_precision_on_cpu_is_refused_before_any_file(tmp_path, capsys):
     src = write(tmp_path / "x.png", small())
-    code, _, err = run(["upscale", str(src), "-s", "2", "--precision", "fp16", "--device", "cpu"],
-                       capsys)
+    code, _, err = run(
+        ["upscale", str(src), "-s", "2", "--precision", "fp16", "--device", "cpu"], capsys
+    )
     assert code == 1 and "needs a CUDA device" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
 
