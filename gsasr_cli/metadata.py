@@ -4,7 +4,8 @@ Pixels are decoded by OpenCV, which ignores EXIF orientation with IMREAD_UNCHANG
 drops metadata on encode; Pillow parses and rewrites the EXIF block. The blocks are then
 spliced into the encoded output: APP1/APP2 segments for JPEG, eXIf/iCCP chunks for PNG
 (8 and 16 bits). 8-bit WebP and TIFF with metadata are encoded by Pillow, which writes
-both blocks (TIFF without the EXIF camera sub-IFD); 16-bit TIFF (which Pillow cannot write in colour) and BMP carry none.
+both blocks (TIFF without the EXIF camera sub-IFD); 16-bit TIFF (which Pillow cannot
+write in colour) and BMP carry none.
 """
 
 from __future__ import annotations
