@@ -185,3 +185,29 @@ def test_unknown_mode_raises(monkeypatch):
     p = _params(1, 3, 3, 4, 3, seed=11)
     with pytest.raises(ValueError, match="GSASR_RASTERIZER='cuda' is not one of"):
         rasterize(*p, axis_map(6, 2.0, 3), axis_map(6, 2.0, 3), 1)
+
+
+@pytest.mark.triton
+@kernel_test
+def test_the_model_renders_through_the_kernels(monkeypatch):
+    """What `gsasr upscale` and training do on CUDA: the model's render takes the kernels."""
+    from gsasr_kernels import triton_rasterize
+
+    from gsasr_cli.model import GSASR, ModelConfig
+
+    torch.manual_seed(0)
+    model = GSASR(ModelConfig(n_feats=8, n_resblocks=1, decoder_blocks=1)).to(DEVICE).eval()
+    lr = torch.rand(1, 3, 6, 7, device=DEVICE)
+    calls = []
+    real = triton_rasterize.rasterize_triton
+    monkeypatch.setattr(
+        triton_rasterize, "rasterize_triton", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    monkeypatch.setenv("GSASR_RASTERIZER", "triton")
+    with torch.no_grad():
+        through_kernels = model(lr, (13, 20))
+    assert calls, "the Triton kernels were not called"
+    monkeypatch.setenv("GSASR_RASTERIZER", "torch")
+    with torch.no_grad():
+        reference = model(lr, (13, 20))
+    _assert_close("model output", through_kernels, reference, 1e-5, 1e-5)
