@@ -308,3 +308,38 @@ def test_stdin_cannot_join_a_batch(tmp_path, capsys):
     src = write(tmp_path / "x.png", small())
     code, _, err = run(["upscale", "-", str(src), "-s", "2", "-o", str(tmp_path)], capsys)
     assert code == 2 and "standard input" in err
+
+
+def test_repeated_globs_and_format_conversion(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["upscale", str(folder), "-s", "2", "-o", str(out), "-r", "--format", "webp"]
+    code, _, err = run([*args, "--glob", "a.*", "--glob", "c.*"], capsys)
+    assert code == 0, err
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["a.webp", "sub/c.webp"]
+    assert cv2.imread(str(out / "a.webp")).shape == (24, 32, 3)
+
+
+def test_several_files_need_an_output_folder(tmp_path, capsys):
+    a, b = write(tmp_path / "a.png", small()), write(tmp_path / "b.png", small())
+    code, _, err = run(["upscale", str(a), str(b), "-s", "2"], capsys)
+    assert code == 2 and "-o DIR" in err
+    code, _, err = run(["upscale", str(a), str(b), "-s", "2", "-o", str(tmp_path / "o")], capsys)
+    assert code == 0 and sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png", "b.png"]
+
+
+def test_quality_controls_jpeg_size(tmp_path, capsys):
+    src = write(tmp_path / "x.png", cv2.imread(str(EXAMPLE))[:60, :60])
+    sizes = {}
+    for q in ("20", "95"):
+        dst = tmp_path / f"q{q}.jpg"
+        code, _, _ = run(["upscale", str(src), "-s", "2", "-o", str(dst), "--quality", q], capsys)
+        assert code == 0
+        sizes[q] = dst.stat().st_size
+    assert sizes["20"] < sizes["95"] / 2
+
+
+def test_progress_display_is_off_when_stderr_is_not_a_terminal():
+    from gsasr_cli.cli import _progress
+
+    assert _progress(3).disable  # pytest captures stderr: not a terminal
