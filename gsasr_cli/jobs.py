@@ -29,6 +29,7 @@ class Job:
     output: Path | None
     ext: str  # output format, as an extension: ".png"
     batch: bool  # part of a folder or multi-file run: an existing output is skipped
+    create_dir: bool = False  # the output folder may be created (-o DIR/ or a batch)
 
     @property
     def name(self) -> str:
@@ -123,9 +124,9 @@ def plan(
             rel = src.relative_to(root) if root is not None else Path(src.name)
             out_ext = ext or _writable_ext(src)
             jobs.append(Job(src, (out_dir / rel).with_suffix(out_ext), out_ext, True))
-        elif out_dir is not None and out_dir.is_dir():
+        elif out_dir is not None and (out_dir.is_dir() or str(output).endswith("/")):
             out_ext = ext or _writable_ext(src)
-            jobs.append(Job(src, out_dir / (src.stem + out_ext), out_ext, False))
+            jobs.append(Job(src, out_dir / (src.stem + out_ext), out_ext, False, True))
         elif out_dir is not None:
             jobs.append(Job(src, out_dir, ext or _ext_of(out_dir), False))
         else:
@@ -186,7 +187,7 @@ def prepare(
                 raise Skip(f"{out}: exists (use --overwrite to replace it)")
             raise GsasrError(f"{out}: output exists (use --overwrite to replace it)")
         if not dry_run:
-            if job.batch:
+            if job.batch or job.create_dir:
                 out.parent.mkdir(parents=True, exist_ok=True)
             check_writable(out.parent, str(out))
     return image, out, out_size, scale

@@ -343,3 +343,10 @@ def test_progress_display_is_off_when_stderr_is_not_a_terminal():
     from gsasr_cli.cli import _progress
 
     assert _progress(3).disable  # pytest captures stderr: not a terminal
+
+
+def test_output_ending_in_a_slash_is_a_folder_even_for_one_input(tmp_path, capsys):
+    src = write(tmp_path / "x.png", small())
+    code, _, err = run(["upscale", str(src), "-s", "2", "-o", f"{tmp_path / 'new'}/"], capsys)
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / "new" / "x.png")).shape == (24, 32, 3)
