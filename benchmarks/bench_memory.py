@@ -192,9 +192,7 @@ def child_peers(job: dict) -> dict:
     """CPU seconds of ours, LIIF and OpenCV bicubic at each scale on one image."""
     import cv2
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from liif_peer import liif_upscale, load_liif
-
+    from gsasr_cli.liif import liif_upscale, load_liif
     from gsasr_cli.weights_io import load_model
 
     cpu = torch.device("cpu")

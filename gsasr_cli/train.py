@@ -18,14 +18,16 @@ import math
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from gsasr_kernels import axis_map
+from torch import nn
 
-from .model import GSASR, ModelConfig
+from .model import _K, GSASR, ModelConfig
 from .resize import imresize
 from .weights_io import load_model, save_weights
 
@@ -104,8 +106,67 @@ def load_liif_encoder(model: GSASR, path: Path) -> None:
     model.encoder.load_state_dict(enc, strict=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train gsasr's Gaussian decoder.")
+def grow(model: GSASR, blocks: int, grid: int, seed: int = 0, noise: float = 1e-3) -> GSASR:
+    """`model` with `blocks` decoder blocks and `grid`^2 Gaussians per LR pixel.
+
+    New blocks go in front, their second convolution at zero, so they start as the
+    identity. A finer grid splits every Gaussian into (grid / old grid)^2 children
+    with its mean, shape and colour, and each 1/n of its opacity (exact to first order
+    around the calibrated opacity), plus `noise` on the children's head weights, which
+    lets them part.
+    With the same grid the grown model renders exactly what `model` renders.
+    """
+    cfg = model.cfg
+    if blocks < cfg.decoder_blocks or grid < cfg.grid or grid % cfg.grid:
+        raise SystemExit(
+            f"cannot shrink or regrid {cfg.decoder_blocks} blocks / grid {cfg.grid} "
+            f"to {blocks} / {grid}: blocks may only grow and the grid only by a whole factor"
+        )
+    grown = GSASR(replace(cfg, decoder_blocks=blocks, grid=grid))
+    grown.encoder.load_state_dict(model.encoder.state_dict())
+    new, f = blocks - cfg.decoder_blocks, cfg.n_feats
+    for i, block in enumerate(model.decoder.blocks):
+        grown.decoder.blocks[new + i].load_state_dict(block.state_dict())
+    for block in list(grown.decoder.blocks)[:new]:
+        nn.init.zeros_(block.conv2.weight)
+        nn.init.zeros_(block.conv2.bias)
+    src, dst = model.decoder.scale_mlp, grown.decoder.scale_mlp
+    dst[0].load_state_dict(src[0].state_dict())
+    with torch.no_grad():  # the bias rows of the old blocks move behind the new ones
+        dst[2].weight[new * f :] = src[2].weight
+        dst[2].bias[new * f :] = src[2].bias
+        _split_head(model, grown, noise, torch.Generator().manual_seed(seed))
+    return grown
+
+
+def _split_head(old: GSASR, new: GSASR, noise: float, gen: torch.Generator) -> None:
+    k, n = _K, new.cfg.grid // old.cfg.grid
+    w_old = old.decoder.head.weight.view(old.cfg.gaussians_per_pixel, k, -1)
+    b_old = old.decoder.head.bias.view(old.cfg.gaussians_per_pixel, k)
+    w_new = new.decoder.head.weight.view(new.cfg.gaussians_per_pixel, k, -1)
+    b_new = new.decoder.head.bias.view(new.cfg.gaussians_per_pixel, k)
+    # Opacity: sigmoid(z') should be sigmoid(z) / n^2 near the parent's calibrated z0.
+    z0 = float(old.opacity_bias)
+    a0 = torch.sigmoid(torch.tensor(z0, dtype=torch.float64)).item()
+    target = a0 / n**2
+    z0_child = math.log(target / (1 - target))
+    slope = (a0 * (1 - a0) / n**2) / (target * (1 - target))
+    for gy in range(new.cfg.grid):
+        for gx in range(new.cfg.grid):
+            child = gy * new.cfg.grid + gx
+            parent = (gy // n) * old.cfg.grid + gx // n
+            w_new[child] = w_old[parent]
+            b_new[child] = b_old[parent]
+            # The same mean: shift the offset by the difference of the cell-centre logits.
+            b_new[child, 0:2] += old.centre_logit[parent] - new.centre_logit[child]
+            w_new[child, 5] *= slope
+            b_new[child, 5] = slope * (b_old[parent, 5]) + z0_child - float(new.opacity_bias)
+            if n > 1 and noise:
+                w_new[child] += noise * torch.randn(w_new[child].shape, generator=gen)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    ap = argparse.ArgumentParser(prog=prog, description="Train gsasr's Gaussian decoder.")
     ap.add_argument("--data", type=Path, default=Path("data/train"))
     ap.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, weights)")
     ap.add_argument("--liif-encoder", type=Path, help="LIIF edsr-baseline-liif.pth to start from")
@@ -120,8 +181,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale-max", type=float, default=4.0)
     ap.add_argument("--anisotropic", type=float, default=0.25, help="share of per-axis scales")
     ap.add_argument("--train-encoder", action="store_true", help="fine-tune the encoder too")
-    ap.add_argument("--grid", type=int, default=2)
-    ap.add_argument("--decoder-blocks", type=int, default=2)
+    ap.add_argument(
+        "--grid",
+        type=int,
+        help="Gaussians per LR pixel = grid^2 [default: 2, or as --init]; with --init, "
+        "a multiple of its grid splits each Gaussian",
+    )
+    ap.add_argument(
+        "--decoder-blocks",
+        type=int,
+        help="decoder depth [default: 2, or as --init]; with --init, more blocks are "
+        "added in front as the identity",
+    )
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=50)
@@ -133,9 +204,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.init:
-        model = load_model(args.init).train()
+        model = load_model(args.init)
+        blocks = args.decoder_blocks or model.cfg.decoder_blocks
+        grid = args.grid or model.cfg.grid
+        if (blocks, grid) != (model.cfg.decoder_blocks, model.cfg.grid):
+            model = grow(model, blocks, grid, args.seed)
+        model.train()
     else:
-        model = GSASR(ModelConfig(grid=args.grid, decoder_blocks=args.decoder_blocks))
+        model = GSASR(ModelConfig(grid=args.grid or 2, decoder_blocks=args.decoder_blocks or 2))
         if args.liif_encoder:
             load_liif_encoder(model, args.liif_encoder)
     model.to(device)

