@@ -256,7 +256,7 @@ def spawn(job: dict) -> dict:
 def memory_table(args: argparse.Namespace, device: torch.device) -> None:
     from gsasr_cli.weights_io import load_model
 
-    cfg = load_model(args.weights).cfg
+    cfg = load_model(Path(args.weights) if args.weights else None).cfg
     print(
         f"\n## Peak memory and time (halo {tiling.halo(cfg)} LR px, "
         f"free memory now {tiling.free_memory(device) / MB:,.0f} MB)"
@@ -351,7 +351,7 @@ def cost_model(args: argparse.Namespace, device: torch.device) -> None:
     """Fit peak growth = a F (LR px) + b (HR px) + c over untiled runs (output array removed)."""
     from gsasr_cli.weights_io import load_model
 
-    cfg = load_model(args.weights).cfg
+    cfg = load_model(Path(args.weights) if args.weights else None).cfg
     rows, target = [], []
     print("\n## Memory cost model: untiled runs in fresh processes")
     print(f"{'LR':>5} {'scale':>5} {'measured MB':>11} {'model MB':>9}")
@@ -377,12 +377,13 @@ def cost_model(args: argparse.Namespace, device: torch.device) -> None:
             target.append(peak)
             model = tiling.tile_bytes(cfg, n, n, ho * wo)
             print(f"{n:>5} {s:>5g} {peak / MB:11.1f} {model / MB:9.1f}", flush=True)
+    fixed = tiling.FIXED_BYTES + tiling.FIXED_BYTES_PER_GAUSSIAN * cfg.gaussians_per_pixel
     if len(rows) >= 3:
         (a, b, c), *_ = np.linalg.lstsq(np.array(rows), np.array(target, float), rcond=None)
         print(
             f"fit: {a:.1f} B per LR px per feature, {b:.1f} B per output px, "
             f"{c / MB:.1f} MB fixed (tiling uses {tiling.BYTES_PER_LR_PIXEL_PER_FEAT}, "
-            f"{tiling.BYTES_PER_HR_PIXEL}, {tiling.FIXED_BYTES / MB:.0f} MB)"
+            f"{tiling.BYTES_PER_HR_PIXEL}, {fixed / MB:.0f} MB)"
         )
 
 

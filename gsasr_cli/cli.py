@@ -261,8 +261,10 @@ def _parse_scales(text: str) -> list[float]:
 def eval_(
     folder: Annotated[
         Path,
-        typer.Argument(help="Folder of HR images to score on.", show_default=False),
-    ] = Path("../shared/data/val"),
+        typer.Argument(
+            help="Folder of HR images to score on, e.g. ../shared/data/val.", show_default=False
+        ),
+    ],
     scales: Annotated[str, typer.Option(help="Scales, comma-separated.")] = "2,2.5,3,3.7,4,6,8,12",
     liif: Annotated[
         Path | None,

@@ -42,15 +42,17 @@ PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # Peak memory of one tile, fp32 (see `tile_bytes`). Measured on the CPU with
 # `benchmarks/bench_memory.py --cost-model` (peak RSS growth of fresh processes, output
-# array removed): the network phase peaks at 18 B per LR pixel per feature (n_feats 64,
+# array removed): the network phase peaks at 15-18 B per LR pixel per feature (n_feats 64,
 # 320^2 LR px), about 4.5 live feature maps; the rendering phase at 16 B per output pixel
 # (128^2 LR at x16) against 24 B counted here (the chunks of the rasterizer's output plus
-# their concatenation, 2 x 3 x 4 B). The two phases do not overlap, so adding them, with
-# a rounded-up fixed part for the rasterizer's chunk working set (about 30 MB), is
-# conservative. Not measured on CUDA (no GPU here): cuDNN workspaces come out of SAFETY.
+# their concatenation, 2 x 3 x 4 B). The two phases do not overlap, so adding them is
+# conservative. The fixed part is the rasterizer's working set for one chunk of output
+# rows, which grows with the Gaussians per LR pixel: fitted at about 30 MB with 4 and
+# 120 MB with 16. Not measured on CUDA (no GPU here): cuDNN workspaces come out of SAFETY.
 BYTES_PER_LR_PIXEL_PER_FEAT = 20
 BYTES_PER_HR_PIXEL = 24
-FIXED_BYTES = 64 << 20
+FIXED_BYTES = 32 << 20
+FIXED_BYTES_PER_GAUSSIAN = 8 << 20  # per Gaussian per LR pixel
 SAFETY = 0.6  # use at most this fraction of the free memory
 # On a CPU, tiles beyond about 700 LR px cut the halo's overhead below 25% and buy little
 # speed, while peak memory keeps growing: cap a tile's estimate so a large image stays well
@@ -100,7 +102,8 @@ def tile_bytes(cfg: ModelConfig, rows: int, cols: int, out_pixels: float) -> int
     """Estimated peak memory of one tile whose computed region (halo included) is
     `rows` x `cols` LR pixels and whose own output has `out_pixels` pixels."""
     lr = rows * cols * BYTES_PER_LR_PIXEL_PER_FEAT * cfg.n_feats
-    return int(lr + out_pixels * BYTES_PER_HR_PIXEL + FIXED_BYTES)
+    fixed = FIXED_BYTES + FIXED_BYTES_PER_GAUSSIAN * cfg.gaussians_per_pixel
+    return int(lr + out_pixels * BYTES_PER_HR_PIXEL + fixed)
 
 
 def free_memory(device: torch.device) -> int:
