@@ -253,6 +253,14 @@ def spawn(job: dict) -> dict:
 # ----------------------------------------------------------------- tables
 
 
+def spawn_run(
+    args: argparse.Namespace, device: torch.device, n: int, s: float, tile: int | str
+) -> dict:
+    """`gsasr upscale` of an n x n input at scale s in a fresh process."""
+    job = {"task": "run", "device": str(device), "weights": args.weights, "size": n}
+    return spawn(job | {"scale": s, "tile": tile})
+
+
 def memory_table(args: argparse.Namespace, device: torch.device) -> None:
     from gsasr_cli.weights_io import load_model
 
@@ -278,16 +286,8 @@ def memory_table(args: argparse.Namespace, device: torch.device) -> None:
                     if need > tiling.SAFETY * tiling.free_memory(device):
                         print(f"{label}  skipped: needs about {need / MB:,.0f} MB")
                         continue
-                r = spawn(
-                    {
-                        "task": "run",
-                        "device": str(device),
-                        "weights": args.weights,
-                        "size": n,
-                        "scale": s,
-                        "tile": {"auto": "auto", "untiled": 0}.get(mode, args.fixed_tile),
-                    }
-                )
+                tile = {"auto": "auto", "untiled": 0}.get(mode, args.fixed_tile)
+                r = spawn_run(args, device, n, s, tile)
                 if "error" in r:
                     print(f"{label}  {r['error']}")
                     continue
@@ -357,16 +357,7 @@ def cost_model(args: argparse.Namespace, device: torch.device) -> None:
     print(f"{'LR':>5} {'scale':>5} {'measured MB':>11} {'model MB':>9}")
     for n in args.sizes:
         for s in args.scales:
-            r = spawn(
-                {
-                    "task": "run",
-                    "device": str(device),
-                    "weights": args.weights,
-                    "size": n,
-                    "scale": s,
-                    "tile": 0,
-                }
-            )
+            r = spawn_run(args, device, n, s, 0)
             if "error" in r:
                 print(f"{n:>5} {s:>5g} {r['error']}")
                 continue

@@ -293,6 +293,8 @@ def eval_(
     for name, path in (("--json", json_path), ("--plot", plot)):
         if path is not None and not path.parent.is_dir():
             raise UsageProblem(f"{name} {path}: folder {path.parent} does not exist")
+        if path is not None and path.is_dir():
+            raise UsageProblem(f"{name} {path}: is a folder, give a file name")
     import platform
 
     import torch
@@ -324,17 +326,17 @@ def eval_(
         )
 
     records = ev.evaluate(paths, scale_list, methods, on_record=on_record, on_error=on_error)
-    threads_used = torch.get_num_threads()
+    threads_used, digest = torch.get_num_threads(), sha256(weights_path)
     header = (
         f"{len(paths)} images in {folder}; weights {weights_path.name} "
-        f"(sha256 {sha256(weights_path)[:12]}); {dev}, {threads_used} threads, "
+        f"(sha256 {digest[:12]}); {dev}, {threads_used} threads, "
         f"{platform.machine()}, torch {torch.__version__}"
     )
     print(f"# {header}\n")
     print(ev.markdown(records, list(methods), per_image))
     if json_path is not None:
         meta = {"folder": str(folder), "weights": str(weights_path), "device": str(dev)}
-        meta |= {"threads": threads_used, "weights_sha256": sha256(weights_path)}
+        meta |= {"threads": threads_used, "weights_sha256": digest}
         ev.write_json(records, json_path, meta)
     if plot is not None and records:
         ev.write_plot(records, plot, f"{folder.name}: {len(paths)} images")

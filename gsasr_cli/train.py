@@ -27,18 +27,19 @@ import torch
 from gsasr_kernels import axis_map
 from torch import nn
 
+from .imageio import FORMATS
 from .model import _K, GSASR, ModelConfig
 from .resize import imresize
 from .weights_io import load_model, save_weights
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
 
 def load_images(folder: Path) -> list[np.ndarray]:
     """All images of `folder` as RGB uint8 arrays."""
+    if not folder.is_dir():
+        raise SystemExit(f"{folder}: not a folder (build it with scripts/build_dataset.py)")
     images = []
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES:
+        if path.suffix.lower() in FORMATS:
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is not None:
                 images.append(np.ascontiguousarray(bgr[:, :, ::-1]))

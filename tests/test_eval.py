@@ -10,22 +10,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_cli import EXAMPLE, run
 
 from gsasr_cli import evaluate as ev
-from gsasr_cli.cli import main
 from gsasr_cli.metrics import psnr_y
 from gsasr_cli.resize import imresize
 from gsasr_cli.upscale import upscale_rgb
 from gsasr_cli.weights_io import load_model
-
-EXAMPLE = Path(__file__).parent.parent / "examples" / "grace_hopper.png"
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture
@@ -136,6 +127,7 @@ def test_cli_goes_on_past_a_bad_image_and_fails(hr_folder, capsys):
         (["--scales", "2,x"], "--scales must be numbers >= 1"),
         (["--scales", "0.5"], "--scales must be numbers >= 1"),
         (["--plot", "/no/such/folder/p.png"], "--plot /no/such/folder/p.png"),
+        (["--json", "/"], "--json /: is a folder"),
     ],
 )
 def test_cli_usage_errors(hr_folder, capsys, argv, message):

@@ -128,3 +128,8 @@ def test_gsasr_train_passes_its_arguments_through(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: gsasr train") and "--train-encoder" in out
+
+
+def test_a_missing_data_folder_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"none: not a folder"):
+        main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")])
