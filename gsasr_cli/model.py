@@ -7,6 +7,18 @@ an opacity and a colour. The rasterizer in `gsasr_kernels` renders them at any o
 size. The decoder is convolutions at LR resolution only, so its cost does not grow
 with the scale, and the whole network is translation-equivariant (the basis of exact
 tiling).
+
+Two choices make the output keep the colours of its input (`ModelConfig.color` and
+`ModelConfig.render`; weights files written before they existed use the legacy pair):
+- colour "neighbors": a Gaussian's colour is its LR pixel's colour plus a combination of
+  the differences to the 8 neighbouring LR colours, one coefficient per neighbour shared
+  by the channels. A flat neighbourhood gives exactly its colour; where the input has two
+  colours every Gaussian lies on the line through them. (Legacy "residual": the LR
+  colour plus a free RGB residual, which can invent any colour.)
+- render "normalized": each output pixel is the weighted mean of the Gaussians that
+  reach it, sum(w c) / sum(w), so flat regions stay flat up to the image border and a
+  1x1 image keeps its colour. (Legacy "additive": the plain sum of GSASR's paper, which
+  is darker wherever the weights sum below 1, as at the border.)
 """
 
 from __future__ import annotations
@@ -19,9 +31,14 @@ from gsasr_kernels import AxisMap, axis_map, rasterize
 from gsasr_kernels._torch_impl import _rasterize
 from torch import Tensor, nn
 
-# Per-Gaussian raw outputs of the decoder head, in this order.
-_PARAMS = (("mean", 2), ("sigma", 2), ("rho", 1), ("opacity", 1), ("color", 3))
-_K = sum(n for _, n in _PARAMS)
+COLOR_MODES = ("neighbors", "residual")
+RENDER_MODES = ("normalized", "additive")
+# Neighbour offsets (dy, dx) of the "neighbors" colour, row-major without the centre.
+_NEIGHBORS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+# Weight of the fallback colour (the mean colour of the pixel's own cell) in a normalized
+# render: negligible against the sum of weights of a trained or calibrated field (about
+# 1), it keeps the output defined where every Gaussian's weight underflows.
+_NORMALIZE_EPS = 1e-4
 
 
 @dataclass(frozen=True)
@@ -35,10 +52,33 @@ class ModelConfig:
     radius: int = 1  # rendering window: (2 radius + 1)^2 LR cells around each output pixel
     sigma_min: float = 0.08
     sigma_max: float = 0.75
+    color: str = "neighbors"  # one of COLOR_MODES
+    render: str = "normalized"  # one of RENDER_MODES
+
+    def __post_init__(self) -> None:
+        if self.color not in COLOR_MODES:
+            raise ValueError(f"color must be one of {COLOR_MODES}, got {self.color!r}")
+        if self.render not in RENDER_MODES:
+            raise ValueError(f"render must be one of {RENDER_MODES}, got {self.render!r}")
 
     @property
     def gaussians_per_pixel(self) -> int:
         return self.grid * self.grid
+
+    @property
+    def param_layout(self) -> tuple[tuple[str, int], ...]:
+        """The decoder head's raw outputs per Gaussian, in order: (name, count)."""
+        color = len(_NEIGHBORS) if self.color == "neighbors" else 3
+        return (("mean", 2), ("sigma", 2), ("rho", 1), ("opacity", 1), ("color", color))
+
+    @property
+    def params_per_gaussian(self) -> int:
+        return sum(n for _, n in self.param_layout)
+
+    @property
+    def color_radius(self) -> int:
+        """LR pixels around a cell that its Gaussians' colours read (beyond the network)."""
+        return 1 if self.color == "neighbors" else 0
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)
@@ -99,7 +139,7 @@ class ScaledBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Features and scale -> raw Gaussian parameters, G * 9 channels per LR pixel."""
+    """Features and scale -> raw Gaussian parameters, G * K channels per LR pixel."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -108,7 +148,7 @@ class Decoder(nn.Module):
             nn.Linear(2, f), nn.ReLU(inplace=True), nn.Linear(f, f * cfg.decoder_blocks)
         )
         self.blocks = nn.ModuleList(ScaledBlock(f) for _ in range(cfg.decoder_blocks))
-        self.head = nn.Conv2d(f, cfg.gaussians_per_pixel * _K, 1)
+        self.head = nn.Conv2d(f, cfg.gaussians_per_pixel * cfg.params_per_gaussian, 1)
         nn.init.normal_(self.head.weight, std=1e-3)
         nn.init.zeros_(self.head.bias)
 
@@ -143,33 +183,42 @@ class GSASR(nn.Module):
     def decode(self, lr: Tensor, feat: Tensor, scale: tuple[float, float]) -> GaussianField:
         """The Gaussian field from encoder features `feat` [B, F, H, W] of `lr`."""
         b, _, h, w = lr.shape
-        g = self.cfg.gaussians_per_pixel
+        c = self.cfg
+        g, k = c.gaussians_per_pixel, c.params_per_gaussian
         inv = lr.new_tensor([[1.0 / scale[0], 1.0 / scale[1]]]).expand(b, 2)
         raw = self.decoder(feat, inv)
-        raw = raw.view(b, g, _K, h, w).permute(0, 3, 4, 1, 2)  # [B, H, W, G, K]
-        mean, sigma, rho, opacity, color = raw.split([n for _, n in _PARAMS], dim=-1)
-        c = self.cfg
+        raw = raw.view(b, g, k, h, w).permute(0, 3, 4, 1, 2)  # [B, H, W, G, K]
+        mean, sigma, rho, opacity, color = raw.split([n for _, n in c.param_layout], dim=-1)
         return GaussianField(
             means=_sigmoid(mean + self.centre_logit),
             sigmas=c.sigma_min + (c.sigma_max - c.sigma_min) * _sigmoid(sigma),
             rhos=0.99 * torch.tanh(rho[..., 0]),
             opacities=_sigmoid(opacity[..., 0] + self.opacity_bias),
-            # Colour is a residual on the LR pixel the Gaussian belongs to.
-            colors=color + lr.permute(0, 2, 3, 1)[:, :, :, None, :],
+            colors=_colors(lr, color, c.color),
         )
 
     def render(self, field: GaussianField, rows: AxisMap, cols: AxisMap) -> Tensor:
         """Render a field at the output pixels `rows` x `cols` -> [B, 3, Ho, Wo]."""
-        return rasterize(
+        colors = field.colors
+        if self.cfg.render == "normalized":  # one more channel carries the sum of weights
+            colors = torch.cat((colors, torch.ones_like(colors[..., :1])), dim=-1)
+        out = rasterize(
             field.means,
             field.sigmas,
             field.rhos,
             field.opacities,
-            field.colors,
+            colors,
             rows,
             cols,
             self.cfg.radius,
         )
+        if self.cfg.render == "additive":
+            return out
+        # Fallback: the mean colour of the pixel's own cell, with a tiny weight.
+        own = field.colors.mean(dim=3)  # [B, H, W, 3]
+        own = own.index_select(1, rows.cell.to(own.device))
+        own = own.index_select(2, cols.cell.to(own.device)).permute(0, 3, 1, 2)
+        return (out[:, :-1] + _NORMALIZE_EPS * own) / (out[:, -1:] + _NORMALIZE_EPS)
 
     def forward(
         self, lr: Tensor, out_size: tuple[int, int], scale: tuple[float, float] | None = None
@@ -179,6 +228,22 @@ class GSASR(nn.Module):
         sy, sx = scale or (out_size[0] / h, out_size[1] / w)
         field = self.gaussians(lr, (sy, sx))
         return self.render(field, axis_map(out_size[0], sy, h), axis_map(out_size[1], sx, w))
+
+
+def _colors(lr: Tensor, raw: Tensor, mode: str) -> Tensor:
+    """Gaussian colours [B, H, W, G, 3] from the LR image [B, 3, H, W] and the raw head
+    outputs [B, H, W, G, n] (n = 8 neighbour coefficients, or 3 for a free residual)."""
+    centre = lr.permute(0, 2, 3, 1)[:, :, :, None, :]  # [B, H, W, 1, 3]
+    if mode == "residual":
+        return centre + raw
+    # Differences to the 8 neighbours; the border repeats itself (zero difference), so
+    # the image's edge adds no colour. [B, H, W, 8, 3]
+    h, w = lr.shape[-2:]
+    padded = torch.nn.functional.pad(lr, (1, 1, 1, 1), mode="replicate")
+    diffs = torch.stack(
+        [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBORS], dim=-1
+    ).permute(0, 2, 3, 4, 1) - centre
+    return centre + torch.einsum("bhwgn,bhwnc->bhwgc", raw, diffs)
 
 
 def _sigmoid(x: Tensor) -> Tensor:
@@ -225,5 +290,6 @@ def count_macs_per_lr_pixel(cfg: ModelConfig) -> dict[str, int]:
     conv3 = 9 * f * f
     return {
         "encoder": 9 * 3 * f + (2 * cfg.n_resblocks + 1) * conv3,
-        "decoder": 2 * cfg.decoder_blocks * conv3 + f * cfg.gaussians_per_pixel * _K,
+        "decoder": 2 * cfg.decoder_blocks * conv3
+        + f * cfg.gaussians_per_pixel * cfg.params_per_gaussian,
     }

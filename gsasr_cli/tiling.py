@@ -73,9 +73,10 @@ class TiledResult:
 
 
 def receptive_radii(cfg: ModelConfig) -> tuple[int, int]:
-    """LR pixels on each side that encoder and decoder outputs depend on: one per 3x3 conv."""
+    """LR pixels on each side that encoder and decoder outputs depend on: one per 3x3 conv
+    (the decoder's Gaussian colours also read the LR pixels `cfg.color_radius` away)."""
     encoder = 1 + 2 * cfg.n_resblocks + 1  # head, two per residual block, tail
-    decoder = 2 * cfg.decoder_blocks  # its 1x1 head adds nothing
+    decoder = max(2 * cfg.decoder_blocks, cfg.color_radius)  # its 1x1 head adds nothing
     return encoder, decoder
 
 

@@ -1,13 +1,17 @@
-"""Train the Gaussian decoder (and optionally fine-tune the encoder) on LR/HR patches.
+"""Train gsasr (the Gaussian decoder, and the encoder at its own learning rate) on patches.
 
-    python -m gsasr_cli.train --data data/train --liif-encoder edsr-baseline-liif.pth \
-        --steps 6000 --out runs/first
+    gsasr train --data data/train --liif-encoder edsr-baseline-liif.pth --out runs/first
+    gsasr train --out runs/relay --resume --minutes 120     # continue the relay run
 
 Samples: an HR crop of round(p * s) pixels per axis with s ~ U(smin, smax), random
 flips and transposes, shrunk to p x p with MATLAB bicubic (antialiased) and quantised
-to 8 bits, as real LR images are. Loss: L1 between the render and the HR crop. Adam
-with a cosine schedule; an EMA of the weights is what gets exported. Resumable: the
-run folder keeps the latest checkpoint.
+to 8 bits, as real LR images are; made in a worker process ahead of the step. Loss: L1
+between the render and the HR crop. Adam, a constant (relay) or cosine learning rate
+after a linear warm-up; an EMA of the weights is what gets exported.
+
+Resumable: the run folder keeps a full checkpoint (with Adam's moments) and the EMA as
+shippable weights; `--relay-file` also writes a compact checkpoint (model and EMA only)
+for the repository, from which `--resume` continues on another machine.
 """
 
 from __future__ import annotations
@@ -16,27 +20,63 @@ import argparse
 import copy
 import math
 import random
+import signal
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from gsasr_kernels import axis_map
-from torch import nn
 
+from .checkpoint import Checkpoint, load_checkpoint, load_into, model_state, save_checkpoint
+from .errors import GsasrError
+from .grow import grow
 from .imageio import FORMATS
-from .model import _K, GSASR, ModelConfig
+from .model import COLOR_MODES, RENDER_MODES, GSASR, GaussianField, ModelConfig
 from .resize import imresize
 from .weights_io import load_model, save_weights
+
+RELAY_FILE = Path("weights/training/relay.safetensors")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A run's hyperparameters: stored in its checkpoints, so a resumed run keeps them."""
+
+    patch: int = 48  # LR patch side
+    batch: int = 16
+    lr: float = 2e-4  # decoder (and scale MLP)
+    encoder_lr: float = 0.0  # 0 keeps the encoder frozen
+    min_lr: float = 1e-6  # the cosine schedule's floor
+    schedule: str = "constant"  # "cosine" decays over `steps`
+    steps: int = 5000  # the cosine schedule's length
+    warmup: int = 200  # linear warm-up, at the start and after a resume without Adam state
+    ema: float = 0.999
+    scale_min: float = 1.0
+    scale_max: float = 4.0
+    anisotropic: float = 0.25  # share of batches with an independent x scale
+    seed: int = 0
+    bf16: bool = False  # autocast the network to bfloat16 (CPUs with AVX512-BF16 or AMX)
+    channels_last: bool = False
+
+    def learning_rate(self, step: int, warm_from: int) -> float:
+        """Learning rate of the decoder at `step`, warming up from step `warm_from`."""
+        base = self.lr
+        if self.schedule == "cosine":
+            t = min(1.0, step / max(1, self.steps))
+            base = self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * t))
+        return base * min(1.0, (step - warm_from + 1) / max(1, self.warmup))
 
 
 def load_images(folder: Path) -> list[np.ndarray]:
     """All images of `folder` as RGB uint8 arrays."""
     if not folder.is_dir():
-        raise SystemExit(f"{folder}: not a folder (build it with scripts/build_dataset.py)")
+        raise GsasrError(f"{folder}: not a folder (build it with scripts/build_dataset.py)")
     images = []
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in FORMATS:
@@ -44,7 +84,7 @@ def load_images(folder: Path) -> list[np.ndarray]:
             if bgr is not None:
                 images.append(np.ascontiguousarray(bgr[:, :, ::-1]))
     if not images:
-        raise SystemExit(f"{folder}: no training images")
+        raise GsasrError(f"{folder}: no training images")
     return images
 
 
@@ -96,9 +136,100 @@ class PatchSampler:
         return lr, hr, (hh / p, wh / p)
 
 
+class _Batches(torch.utils.data.IterableDataset):
+    """An endless stream of a sampler's batches, for a DataLoader worker."""
+
+    def __init__(self, sampler: PatchSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, tuple[float, float]]]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None:  # each worker its own stream; one thread, beside the step's
+            torch.set_num_threads(1)
+            self.sampler.rng.seed(self.sampler.rng.random() + info.id)
+        while True:
+            yield self.sampler()
+
+
+def batches(sampler: PatchSampler, workers: int) -> Iterator:
+    """The sampler's batches, made `workers` processes ahead of the step (0: inline)."""
+    if workers == 0:
+        return iter(_Batches(sampler))
+    loader = torch.utils.data.DataLoader(
+        _Batches(sampler), batch_size=None, num_workers=workers, prefetch_factor=4
+    )
+    return iter(loader)
+
+
+def _float(field: GaussianField) -> GaussianField:
+    return GaussianField(
+        *(t.float() for t in (field.means, field.sigmas, field.rhos, field.opacities, field.colors))
+    )
+
+
+def train_step(
+    model: GSASR,
+    lr_img: torch.Tensor,  # [B, 3, p, p]
+    hr: torch.Tensor,  # [B, 3, Hh, Wh]
+    scale: tuple[float, float],
+    tc: TrainConfig,
+) -> torch.Tensor:
+    """The L1 loss of one batch, with the graph for backward."""
+    if tc.channels_last:
+        lr_img = lr_img.contiguous(memory_format=torch.channels_last)
+    amp = torch.autocast(lr_img.device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+    with amp:
+        with torch.set_grad_enabled(tc.encoder_lr > 0):
+            feat = model.encoder(lr_img)
+        field = model.decode(lr_img, feat, scale)
+    p = lr_img.shape[-1]
+    out = model.render(
+        _float(field), axis_map(hr.shape[-2], scale[0], p), axis_map(hr.shape[-1], scale[1], p)
+    )
+    return (out - hr).abs().mean()
+
+
+def build_model(args: argparse.Namespace) -> GSASR:
+    """A new run's model: from --init weights (grown to the asked shape) or from scratch."""
+    if args.init:
+        model = load_model(args.init)
+        target = replace(
+            model.cfg,
+            **{
+                k: v
+                for k, v in (
+                    ("decoder_blocks", args.decoder_blocks),
+                    ("grid", args.grid),
+                    ("color", args.color),
+                    ("render", args.render),
+                )
+                if v is not None
+            },
+        )
+        if target != model.cfg:
+            try:
+                model = grow(model, target, seed=args.seed or 0)
+            except ValueError as exc:
+                raise GsasrError(f"--init {args.init}: {exc}") from exc
+        return model
+    cfg = ModelConfig(
+        grid=args.grid or 2,
+        decoder_blocks=args.decoder_blocks or 2,
+        color=args.color or "neighbors",
+        render=args.render or "normalized",
+    )
+    model = GSASR(cfg)
+    if args.liif_encoder:
+        load_liif_encoder(model, args.liif_encoder)
+    return model
+
+
 def load_liif_encoder(model: GSASR, path: Path) -> None:
     """Copy LIIF's pretrained EDSR-baseline encoder (`model.sd`, `encoder.*`) into `model`."""
-    sd = torch.load(path, map_location="cpu", weights_only=True)["model"]["sd"]
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)["model"]["sd"]
+    except (OSError, KeyError, RuntimeError) as exc:
+        raise GsasrError(f"{path}: not LIIF's edsr-baseline-liif.pth ({exc})") from exc
     enc = {
         k[len("encoder.") :]: v
         for k, v in sd.items()
@@ -107,195 +238,203 @@ def load_liif_encoder(model: GSASR, path: Path) -> None:
     model.encoder.load_state_dict(enc, strict=True)
 
 
-def grow(model: GSASR, blocks: int, grid: int, seed: int = 0, noise: float = 1e-3) -> GSASR:
-    """`model` with `blocks` decoder blocks and `grid`^2 Gaussians per LR pixel.
-
-    New blocks go in front, their second convolution at zero, so they start as the
-    identity. A finer grid splits every Gaussian into (grid / old grid)^2 children
-    with its mean, shape and colour, and each 1/n of its opacity (exact to first order
-    around the calibrated opacity), plus `noise` on the children's head weights, which
-    lets them part.
-    With the same grid the grown model renders exactly what `model` renders.
-    """
-    cfg = model.cfg
-    if blocks < cfg.decoder_blocks or grid < cfg.grid or grid % cfg.grid:
-        raise SystemExit(
-            f"cannot shrink or regrid {cfg.decoder_blocks} blocks / grid {cfg.grid} "
-            f"to {blocks} / {grid}: blocks may only grow and the grid only by a whole factor"
-        )
-    grown = GSASR(replace(cfg, decoder_blocks=blocks, grid=grid))
-    grown.encoder.load_state_dict(model.encoder.state_dict())
-    new, f = blocks - cfg.decoder_blocks, cfg.n_feats
-    for i, block in enumerate(model.decoder.blocks):
-        grown.decoder.blocks[new + i].load_state_dict(block.state_dict())
-    for block in list(grown.decoder.blocks)[:new]:
-        nn.init.zeros_(block.conv2.weight)
-        nn.init.zeros_(block.conv2.bias)
-    src, dst = model.decoder.scale_mlp, grown.decoder.scale_mlp
-    dst[0].load_state_dict(src[0].state_dict())
-    with torch.no_grad():  # the bias rows of the old blocks move behind the new ones
-        dst[2].weight[new * f :] = src[2].weight
-        dst[2].bias[new * f :] = src[2].bias
-        _split_head(model, grown, noise, torch.Generator().manual_seed(seed))
-    return grown
-
-
-def _split_head(old: GSASR, new: GSASR, noise: float, gen: torch.Generator) -> None:
-    k, n = _K, new.cfg.grid // old.cfg.grid
-    w_old = old.decoder.head.weight.view(old.cfg.gaussians_per_pixel, k, -1)
-    b_old = old.decoder.head.bias.view(old.cfg.gaussians_per_pixel, k)
-    w_new = new.decoder.head.weight.view(new.cfg.gaussians_per_pixel, k, -1)
-    b_new = new.decoder.head.bias.view(new.cfg.gaussians_per_pixel, k)
-    # Opacity: sigmoid(z') should be sigmoid(z) / n^2 near the parent's calibrated z0.
-    z0 = float(old.opacity_bias)
-    a0 = torch.sigmoid(torch.tensor(z0, dtype=torch.float64)).item()
-    target = a0 / n**2
-    z0_child = math.log(target / (1 - target))
-    slope = (a0 * (1 - a0) / n**2) / (target * (1 - target))
-    for gy in range(new.cfg.grid):
-        for gx in range(new.cfg.grid):
-            child = gy * new.cfg.grid + gx
-            parent = (gy // n) * old.cfg.grid + gx // n
-            w_new[child] = w_old[parent]
-            b_new[child] = b_old[parent]
-            # The same mean: shift the offset by the difference of the cell-centre logits.
-            b_new[child, 0:2] += old.centre_logit[parent] - new.centre_logit[child]
-            w_new[child, 5] *= slope
-            b_new[child, 5] = slope * (b_old[parent, 5]) + z0_child - float(new.opacity_bias)
-            if n > 1 and noise:
-                w_new[child] += noise * torch.randn(w_new[child].shape, generator=gen)
-
-
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    ap = argparse.ArgumentParser(prog=prog, description="Train gsasr's Gaussian decoder.")
+def _parser(prog: str | None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description="Train gsasr's network.")
     ap.add_argument("--data", type=Path, default=Path("data/train"))
     ap.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, weights)")
-    ap.add_argument("--liif-encoder", type=Path, help="LIIF edsr-baseline-liif.pth to start from")
-    ap.add_argument("--init", type=Path, help="start from these gsasr weights (safetensors)")
-    ap.add_argument("--steps", type=int, default=5000)
-    ap.add_argument("--patch", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--min-lr", type=float, default=1e-5)
-    ap.add_argument("--ema", type=float, default=0.999)
-    ap.add_argument("--scale-min", type=float, default=1.0)
-    ap.add_argument("--scale-max", type=float, default=4.0)
-    ap.add_argument("--anisotropic", type=float, default=0.25, help="share of per-axis scales")
-    ap.add_argument("--train-encoder", action="store_true", help="fine-tune the encoder too")
-    ap.add_argument(
+    start = ap.add_argument_group("where a new run starts (ignored when resuming)")
+    start.add_argument("--liif-encoder", type=Path, help="LIIF edsr-baseline-liif.pth")
+    start.add_argument("--init", type=Path, help="start from these gsasr weights (safetensors)")
+    start.add_argument(
         "--grid",
         type=int,
         help="Gaussians per LR pixel = grid^2 [default: 2, or as --init]; with --init, "
         "a multiple of its grid splits each Gaussian",
     )
-    ap.add_argument(
+    start.add_argument(
         "--decoder-blocks",
         type=int,
         help="decoder depth [default: 2, or as --init]; with --init, more blocks are "
         "added in front as the identity",
     )
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--save-every", type=int, default=500)
-    args = ap.parse_args(argv)
+    start.add_argument("--color", choices=COLOR_MODES, help="[default: neighbors, or as --init]")
+    start.add_argument("--render", choices=RENDER_MODES, help="[default: normalized, or as --init]")
+    ap.add_argument(
+        "--resume",
+        type=Path,
+        nargs="?",
+        const=RELAY_FILE,
+        help=f"continue from this checkpoint when the run folder has none [{RELAY_FILE}]",
+    )
+    ap.add_argument(
+        "--relay-file",
+        type=Path,
+        help="also save a compact checkpoint (no Adam state) here [the --resume file, if any]",
+    )
+    hyper = ap.add_argument_group("hyperparameters (stored in the checkpoint; when resuming, "
+                                  "only those given change)")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            hyper.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            choices = SCHEDULES if f.name == "schedule" else None
+            hyper.add_argument(
+                flag, type=kind, choices=choices, help=f"[default: {getattr(defaults, f.name)}]"
+            )
+    ap.add_argument("--train-encoder", action="store_true", help="same as --encoder-lr lr/10")
+    leg = ap.add_argument_group("this leg")
+    leg.add_argument("--until", type=int, help="stop at this step [default: --steps]")
+    leg.add_argument("--minutes", type=float, help="stop after this many minutes")
+    leg.add_argument("--threads", type=int, default=0, help="torch threads [default: torch's]")
+    leg.add_argument("--workers", type=int, default=1, help="data worker processes (0: inline)")
+    leg.add_argument("--log-every", type=int, default=50)
+    leg.add_argument("--save-every", type=int, default=250)
+    return ap
 
+
+def _train_config(args: argparse.Namespace, stored: dict[str, object] | None) -> TrainConfig:
+    base = TrainConfig(**stored) if stored else TrainConfig()
+    given = {
+        f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None
+    }
+    if args.train_encoder and "encoder_lr" not in given:
+        given["encoder_lr"] = (given.get("lr") or base.lr) / 10
+    return replace(base, **given)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`gsasr train`: parse the arguments, then train until --until, --steps or --minutes."""
+    args = _parser(prog).parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.init:
-        model = load_model(args.init)
-        blocks = args.decoder_blocks or model.cfg.decoder_blocks
-        grid = args.grid or model.cfg.grid
-        if (blocks, grid) != (model.cfg.decoder_blocks, model.cfg.grid):
-            model = grow(model, blocks, grid, args.seed)
-        model.train()
-    else:
-        model = GSASR(ModelConfig(grid=args.grid or 2, decoder_blocks=args.decoder_blocks or 2))
-        if args.liif_encoder:
-            load_liif_encoder(model, args.liif_encoder)
-    model.to(device)
-    model.encoder.requires_grad_(args.train_encoder)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt_path = args.out / "checkpoint.safetensors"
+    source = ckpt_path if ckpt_path.exists() else args.resume
+    relay = args.relay_file or (args.resume if source == args.resume else None)
+    ckpt = load_checkpoint(source) if source else None
+    tc = _train_config(args, ckpt.train if ckpt else None)
+    torch.manual_seed(tc.seed)
+    model = GSASR(ckpt.config) if ckpt else build_model(args)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    start = 0
-    ckpt_path = args.out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["opt"])
-        start = ckpt["step"]
-        print(f"resumed from {ckpt_path} at step {start}", file=sys.stderr)
+    start, wall, warm_from = 0, 0.0, 0
+    if ckpt:
+        load_into(model, ckpt.model, source)
+        load_into(ema, ckpt.ema, source)
+        start, wall = ckpt.step, ckpt.wall_s
+        warm_from = start if ckpt.adam is None else 0
+        print(f"resumed from {source} at step {start}", file=sys.stderr)
+    model.to(device).train()
+    ema.to(device)
+    if tc.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.encoder.requires_grad_(tc.encoder_lr > 0)
+    groups = [{"params": [p for p in model.decoder.parameters()], "scale": 1.0}]
+    if tc.encoder_lr > 0:
+        groups.append({"params": list(model.encoder.parameters()), "scale": tc.encoder_lr / tc.lr})
+    opt = torch.optim.Adam(groups, lr=tc.lr, betas=(0.9, 0.99))
+    if ckpt and ckpt.adam:
+        _load_adam(opt, model, ckpt)
+
+    def save(step: int, elapsed: float) -> None:
+        state = Checkpoint(
+            model_state(model), model_state(ema), _adam_state(opt, model), _adam_steps(opt),
+            model.cfg, asdict(tc), step, wall + elapsed,
+        )  # fmt: skip
+        save_checkpoint(state, ckpt_path)
+        if relay:
+            save_checkpoint(state, relay, with_adam=False)
+        save_weights(ema, args.out / "ema.safetensors", extra={"steps": str(step)})
 
     sampler = PatchSampler(
         load_images(args.data),
-        args.patch,
-        args.batch,
-        (args.scale_min, args.scale_max),
-        args.anisotropic,
-        args.seed + start,
+        tc.patch,
+        tc.batch,
+        (tc.scale_min, tc.scale_max),
+        tc.anisotropic,
+        tc.seed + start,
     )
-
-    def save(step: int) -> None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "opt": opt.state_dict(),
-                "step": step,
-            },
-            tmp,
-        )
-        tmp.replace(ckpt_path)
-        save_weights(ema, args.out / "ema.safetensors", extra={"steps": str(step)})
-
-    t0, losses = time.time(), []
-    for step in range(start, args.steps):
-        lr_now = args.min_lr + 0.5 * (args.lr - args.min_lr) * (
-            1 + math.cos(math.pi * step / args.steps)
-        )
+    stream = batches(sampler, args.workers)
+    until = args.until or tc.steps
+    deadline = time.monotonic() + 60 * args.minutes if args.minutes else math.inf
+    stop = _StopFlag()
+    t0, losses, step = time.monotonic(), [], start
+    while step < until and time.monotonic() < deadline and not stop.raised:
+        lr_now = tc.learning_rate(step, warm_from)
         for group in opt.param_groups:
-            group["lr"] = lr_now
-        lr_img, hr, scale = sampler()
-        lr_img, hr = lr_img.to(device), hr.to(device)
-        if args.train_encoder:
-            feat = model.encoder(lr_img)
-        else:
-            with torch.no_grad():
-                feat = model.encoder(lr_img)
-        field = model.decode(lr_img, feat, scale)
-        out = model.render(
-            field,
-            axis_map(hr.shape[-2], scale[0], args.patch),
-            axis_map(hr.shape[-1], scale[1], args.patch),
-        )
-        loss = (out - hr).abs().mean()
+            group["lr"] = lr_now * group["scale"]
+        lr_img, hr, scale = next(stream)
+        loss = train_step(model, lr_img.to(device), hr.to(device), scale, tc)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
-            decay = min(args.ema, (1 + step) / (10 + step))
+            decay = min(tc.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
         losses.append(loss.item())
-        done = step + 1
-        if done % args.log_every == 0 or done == args.steps:
-            rate = (done - start) / (time.time() - t0)
-            eta = (args.steps - done) / rate
+        step += 1
+        if step % args.log_every == 0:
+            rate = (step - start) / (time.monotonic() - t0)
             print(
-                f"step {done}/{args.steps} loss {np.mean(losses):.4f} lr {lr_now:.2e} "
-                f"{rate:.2f} steps/s eta {eta / 60:.1f} min",
+                f"step {step}/{until} loss {np.mean(losses):.4f} lr {lr_now:.2e} "
+                f"{rate:.2f} steps/s eta {(until - step) / rate / 60:.1f} min",
                 file=sys.stderr,
                 flush=True,
             )
             losses = []
-        if done % args.save_every == 0 or done == args.steps:
-            save(done)
+        if step % args.save_every == 0:
+            save(step, time.monotonic() - t0)
+    if step > start:
+        save(step, time.monotonic() - t0)
+    stop.restore()
+    print(f"stopped at step {step} ({'interrupted' if stop.raised else 'done'})", file=sys.stderr)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM end the loop after the current step, which is then saved."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.raised = True
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def _adam_state(
+    opt: torch.optim.Adam, model: GSASR
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    names = {id(p): k for k, p in model.named_parameters()}
+    state = {
+        names[id(p)]: (s["exp_avg"], s["exp_avg_sq"])
+        for p, s in opt.state.items()
+        if "exp_avg" in s
+    }
+    return state or None
+
+
+def _adam_steps(opt: torch.optim.Adam) -> int:
+    return max((int(s["step"]) for s in opt.state.values() if "step" in s), default=0)
+
+
+def _load_adam(opt: torch.optim.Adam, model: GSASR, ckpt: Checkpoint) -> None:
+    assert ckpt.adam is not None
+    params = dict(model.named_parameters())
+    for name, (m, v) in ckpt.adam.items():
+        p = params.get(name)
+        if p is not None and p.requires_grad:
+            opt.state[p] = {
+                "step": torch.tensor(float(ckpt.adam_steps)),
+                "exp_avg": m.to(p.device),
+                "exp_avg_sq": v.to(p.device),
+            }
 
 
 if __name__ == "__main__":

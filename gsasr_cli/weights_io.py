@@ -49,7 +49,11 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k).float() for k in f.keys()}
-        cfg = ModelConfig(**json.loads(metadata["config"]))
+        fields = json.loads(metadata["config"])
+        # Files written before colour and rendering modes existed used the legacy pair.
+        fields.setdefault("color", "residual")
+        fields.setdefault("render", "additive")
+        cfg = ModelConfig(**fields)
     except (OSError, KeyError, ValueError, TypeError, SafetensorError) as exc:
         raise GsasrError(f"{path}: not a gsasr weights file ({exc})") from exc
     model = GSASR(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from gsasr_cli.errors import GsasrError
 from gsasr_cli.model import GSASR, ModelConfig
 from gsasr_cli.train import PatchSampler, main
 from gsasr_cli.weights_io import load_model
@@ -71,21 +73,22 @@ def test_a_short_run_exports_weights_and_resumes(tmp_path, capsys):
 
 
 def test_grown_decoder_renders_what_it_grew_from():
-    from gsasr_cli.train import grow
+    from gsasr_cli.grow import grow
 
     model = load_model()
+    cfg = model.cfg
     photo = cv2.imread(str(EXAMPLE))[100:120, 60:83, ::-1] / 255.0
     lr = torch.from_numpy(photo.copy()).float().permute(2, 0, 1)[None]
     with torch.no_grad():
         want = model(lr, (50, 41))
-        deeper = grow(model, model.cfg.decoder_blocks + 3, model.cfg.grid).eval()
+        deeper = grow(model, replace(cfg, decoder_blocks=cfg.decoder_blocks + 3)).eval()
         assert deeper.cfg.decoder_blocks == model.cfg.decoder_blocks + 3
         assert torch.equal(deeper(lr, (50, 41)), want)  # new blocks start as the identity
-        finer = grow(model, model.cfg.decoder_blocks, 2 * model.cfg.grid, noise=0.0).eval()
+        finer = grow(model, replace(cfg, grid=2 * cfg.grid), noise=0.0).eval()
         assert finer.cfg.gaussians_per_pixel == 4 * model.cfg.gaussians_per_pixel
         field, parent = finer.gaussians(lr, (2.5, 1.8)), model.gaussians(lr, (2.5, 1.8))
         got = finer(lr, (50, 41))
-        parted = grow(model, model.cfg.decoder_blocks, 2 * model.cfg.grid).gaussians(lr, (2.5, 1.8))
+        parted = grow(model, replace(cfg, grid=2 * cfg.grid)).gaussians(lr, (2.5, 1.8))
     # Without noise each child has its parent's mean, shape and colour exactly (to float
     # rounding of the shifted logits), and its opacity is a quarter of the parent's to
     # first order, so a photo barely moves.
@@ -101,7 +104,7 @@ def test_grown_decoder_renders_what_it_grew_from():
     # the parent's up to second-order terms.
     fresh = GSASR(ModelConfig())
     with torch.no_grad():
-        split = grow(fresh, 2, 4, noise=0.0).gaussians(lr, (2.0, 2.0)).opacities
+        split = grow(fresh, replace(fresh.cfg, grid=4), noise=0.0).gaussians(lr, (2.0, 2.0)).opacities
         base = fresh.gaussians(lr, (2.0, 2.0)).opacities
     ratio = split.view(*shape).sum((4, 6)) / base.view(1, 20, 23, n, n)
     assert (ratio - 1).abs().max() < 1e-3
@@ -111,13 +114,16 @@ def test_grown_decoder_renders_what_it_grew_from():
 
 
 def test_grow_refuses_to_shrink():
-    from gsasr_cli.train import grow
+    from gsasr_cli.grow import grow
 
     model = load_model()
-    with pytest.raises(SystemExit, match="cannot shrink or regrid"):
-        grow(model, model.cfg.decoder_blocks - 1, model.cfg.grid)
-    with pytest.raises(SystemExit, match="cannot shrink or regrid"):
-        grow(model, model.cfg.decoder_blocks, model.cfg.grid + 1)
+    cfg = model.cfg
+    with pytest.raises(ValueError, match="cannot shrink or regrid"):
+        grow(model, replace(cfg, decoder_blocks=cfg.decoder_blocks - 1))
+    with pytest.raises(ValueError, match="cannot shrink or regrid"):
+        grow(model, replace(cfg, grid=cfg.grid + 1))
+    with pytest.raises(ValueError, match="fixed"):
+        grow(model, replace(cfg, n_feats=32))
 
 
 def test_gsasr_train_passes_its_arguments_through(capsys):
@@ -131,5 +137,5 @@ def test_gsasr_train_passes_its_arguments_through(capsys):
 
 
 def test_a_missing_data_folder_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match=r"none: not a folder"):
+    with pytest.raises(GsasrError, match=r"none: not a folder"):
         main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")])

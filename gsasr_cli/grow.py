@@ -1,0 +1,105 @@
+"""Turn a trained model into a bigger or newer one that starts where it left off."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .model import _NEIGHBORS, GSASR, ModelConfig
+
+# Raw outputs per Gaussian that every colour mode shares, in the head's order:
+# mean (2), sigma (2), rho (1), opacity (1); the colour outputs follow them.
+_SHARED = 6
+_OPACITY = 5
+
+
+def grow(model: GSASR, target: ModelConfig, *, seed: int = 0, noise: float = 1e-3) -> GSASR:
+    """`model` rebuilt as `target`: more decoder blocks, a finer Gaussian grid, and/or
+    another colour or rendering mode, keeping everything it learnt.
+
+    New blocks go in front, their second convolution at zero, so they start as the
+    identity. A finer grid splits every Gaussian into (grid / old grid)^2 children with
+    its mean, shape and colour, and each 1/n of its opacity (exact to first order around
+    the calibrated opacity), plus `noise` on the children's head weights, which lets them
+    part. A new colour mode starts its colour outputs at zero (the LR pixel's colour).
+    With nothing changed the grown model renders exactly what `model` renders.
+    Raises ValueError for a target that would shrink or cannot split evenly.
+    """
+    cfg = model.cfg
+    fixed = ("n_feats", "n_resblocks", "radius", "sigma_min", "sigma_max")
+    if any(getattr(cfg, f) != getattr(target, f) for f in fixed):
+        raise ValueError(f"grow changes only decoder_blocks, grid, color and render ({fixed} fixed)")
+    if target.decoder_blocks < cfg.decoder_blocks or target.grid % cfg.grid:
+        raise ValueError(
+            f"cannot shrink or regrid {cfg.decoder_blocks} blocks / grid {cfg.grid} to "
+            f"{target.decoder_blocks} / {target.grid}: blocks may only grow and the grid "
+            "only by a whole factor"
+        )
+    grown = GSASR(target)
+    grown.encoder.load_state_dict(model.encoder.state_dict())
+    new, f = target.decoder_blocks - cfg.decoder_blocks, cfg.n_feats
+    for i, block in enumerate(model.decoder.blocks):
+        grown.decoder.blocks[new + i].load_state_dict(block.state_dict())
+    for block in list(grown.decoder.blocks)[:new]:
+        nn.init.zeros_(block.conv2.weight)
+        nn.init.zeros_(block.conv2.bias)
+    src, dst = model.decoder.scale_mlp, grown.decoder.scale_mlp
+    dst[0].load_state_dict(src[0].state_dict())
+    with torch.no_grad():  # the bias rows of the old blocks move behind the new ones
+        dst[2].weight[new * f :] = src[2].weight
+        dst[2].bias[new * f :] = src[2].bias
+        _split_head(model, grown, noise, torch.Generator().manual_seed(seed))
+    return grown
+
+
+def _initial_color_bias(cfg: ModelConfig, gy: int, gx: int) -> torch.Tensor:
+    """Colour outputs that start Gaussian (gy, gx) of a cell at the bilinear interpolation
+    of the LR colours at its sub-cell centre ("neighbors"), or at its LR pixel's colour."""
+    if cfg.color != "neighbors":
+        return torch.zeros(3)
+    # Offset of the sub-cell centre from the cell centre, in LR pixels, per axis.
+    oy, ox = (gy + 0.5) / cfg.grid - 0.5, (gx + 0.5) / cfg.grid - 0.5
+
+    def weight(offset: float, step: int) -> float:  # 1-D linear weight of neighbour `step`
+        return abs(offset) if step != 0 and step * offset > 0 else 0.0
+
+    def centre(offset: float, step: int) -> float:
+        return 1.0 - abs(offset) if step == 0 else weight(offset, step)
+
+    return torch.tensor([centre(oy, dy) * centre(ox, dx) for dy, dx in _NEIGHBORS])
+
+
+def _split_head(old: GSASR, new: GSASR, noise: float, gen: torch.Generator) -> None:
+    n = new.cfg.grid // old.cfg.grid
+    k_old, k_new = old.cfg.params_per_gaussian, new.cfg.params_per_gaussian
+    w_old = old.decoder.head.weight.view(old.cfg.gaussians_per_pixel, k_old, -1)
+    b_old = old.decoder.head.bias.view(old.cfg.gaussians_per_pixel, k_old)
+    w_new = new.decoder.head.weight.view(new.cfg.gaussians_per_pixel, k_new, -1)
+    b_new = new.decoder.head.bias.view(new.cfg.gaussians_per_pixel, k_new)
+    same_color = old.cfg.color == new.cfg.color
+    # Opacity: sigmoid(z') should be sigmoid(z) / n^2 near the parent's calibrated z0.
+    z0 = float(old.opacity_bias)
+    a0 = torch.sigmoid(torch.tensor(z0, dtype=torch.float64)).item()
+    target = a0 / n**2
+    z0_child = math.log(target / (1 - target))
+    slope = (a0 * (1 - a0) / n**2) / (target * (1 - target))
+    for gy in range(new.cfg.grid):
+        for gx in range(new.cfg.grid):
+            child = gy * new.cfg.grid + gx
+            parent = (gy // n) * old.cfg.grid + gx // n
+            keep = k_new if same_color else _SHARED
+            w_new[child, :keep] = w_old[parent, :keep]
+            b_new[child, :keep] = b_old[parent, :keep]
+            if not same_color:
+                w_new[child, _SHARED:] = 0.0
+                b_new[child, _SHARED:] = _initial_color_bias(new.cfg, gy, gx)
+            # The same mean: shift the offset by the difference of the cell-centre logits.
+            b_new[child, 0:2] += old.centre_logit[parent] - new.centre_logit[child]
+            w_new[child, _OPACITY] *= slope
+            b_new[child, _OPACITY] = (
+                slope * b_old[parent, _OPACITY] + z0_child - float(new.opacity_bias)
+            )
+            if noise and n > 1:
+                w_new[child] += noise * torch.randn(w_new[child].shape, generator=gen)
