@@ -19,7 +19,7 @@ import statistics
 import time
 
 import torch
-from gsasr_kernels import axis_map
+from gsasr_kernels import GaussianField, axis_map
 from gsasr_kernels._torch_impl import _rasterize
 from machine import describe
 
@@ -53,7 +53,7 @@ def peak_gbps(device: torch.device) -> float | None:
     return next((gbps for key, gbps in PEAK_GBPS if key in name), None)
 
 
-def make_inputs(h: int, w: int, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
+def make_inputs(h: int, w: int, device: torch.device, seed: int = 0) -> GaussianField:
     """Random Gaussian parameters for an h x w LR image, in the model's ranges."""
     gen = torch.Generator().manual_seed(seed)
     shape = (1, h, w, G)
@@ -64,7 +64,7 @@ def make_inputs(h: int, w: int, device: torch.device, seed: int = 0) -> list[tor
         torch.rand(*shape, generator=gen),
         torch.randn(*shape, C, generator=gen),
     ]
-    return [p.to(device) for p in params]
+    return GaussianField(*(p.to(device) for p in params))
 
 
 def time_ms(fn, device: torch.device, repeats: int) -> tuple[float, float, float]:
@@ -83,12 +83,12 @@ def time_ms(fn, device: torch.device, repeats: int) -> tuple[float, float, float
     return statistics.median(times), q[0], q[3]
 
 
-def bench_one(impl, params, rows, cols, device, repeats) -> dict[str, tuple[float, ...]]:
+def bench_one(impl, field, rows, cols, device, repeats) -> dict[str, tuple[float, ...]]:
     """Forward and backward times of one implementation on one render."""
     with torch.no_grad():
-        fwd = time_ms(lambda: impl(*params, rows, cols, RADIUS), device, repeats)
-    leaves = [p.detach().requires_grad_() for p in params]
-    out = impl(*leaves, rows, cols, RADIUS)
+        fwd = time_ms(lambda: impl(field, rows, cols, RADIUS), device, repeats)
+    leaves = [p.detach().requires_grad_() for p in field.tensors()]
+    out = impl(GaussianField(*leaves), rows, cols, RADIUS)
     v = torch.randn_like(out)
     bwd = time_ms(lambda: torch.autograd.grad(out, leaves, v, retain_graph=True), device, repeats)
     return {"fwd": fwd, "bwd": bwd}
@@ -133,8 +133,8 @@ def main() -> None:
             params = make_inputs(h, w, device)
             rows, cols = axis_map(ho, scale, h).to(device), axis_map(wo, scale, w).to(device)
             evals = ho * wo * (2 * RADIUS + 1) ** 2 * G
-            param_bytes = sum(p.numel() * p.element_size() for p in params)
-            image_bytes = C * ho * wo * params[0].element_size()
+            param_bytes = sum(p.numel() * p.element_size() for p in params.tensors())
+            image_bytes = C * ho * wo * params.means.element_size()
             traffic = {"fwd": param_bytes + image_bytes, "bwd": 2 * param_bytes + image_bytes}
             for name, impl in impls.items():
                 try:

@@ -27,8 +27,9 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-from gsasr_kernels import AxisMap, axis_map, rasterize
-from gsasr_kernels._torch_impl import _rasterize
+
+# GaussianField lives with the kernels; `from gsasr_cli.model import GaussianField` still works.
+from gsasr_kernels import AxisMap, GaussianField, axis_map, rasterize
 from torch import Tensor, nn
 
 COLOR_MODES = ("neighbors", "residual")
@@ -82,17 +83,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class GaussianField:
-    """Activated Gaussian parameters, channel-last, in LR pixel units."""
-
-    means: Tensor  # [B, H, W, G, 2] inside the cell, in [0, 1]
-    sigmas: Tensor  # [B, H, W, G, 2]
-    rhos: Tensor  # [B, H, W, G]
-    opacities: Tensor  # [B, H, W, G]
-    colors: Tensor  # [B, H, W, G, 3]
 
 
 class ResBlock(nn.Module):
@@ -202,16 +192,7 @@ class GSASR(nn.Module):
         colors = field.colors
         if self.cfg.render == "normalized":  # one more channel carries the sum of weights
             colors = torch.cat((colors, torch.ones_like(colors[..., :1])), dim=-1)
-        out = rasterize(
-            field.means,
-            field.sigmas,
-            field.rhos,
-            field.opacities,
-            colors,
-            rows,
-            cols,
-            self.cfg.radius,
-        )
+        out = rasterize(field.with_colors(colors), rows, cols, self.cfg.radius)
         if self.cfg.render == "additive":
             return out
         # Fallback: the mean colour of the pixel's own cell, with a tiny weight.
@@ -269,15 +250,15 @@ def _initial_opacity_logit(cfg: ModelConfig) -> float:
     means = torch.stack((cx, cy), -1).view(1, 1, 1, g, 2).expand(1, n, n, g, 2)
     sigma = 0.5 * (cfg.sigma_min + cfg.sigma_max)
     # The reference rasterizer in float64, whatever path GSASR_RASTERIZER selects.
-    out = _rasterize(
+    field = GaussianField(
         means.contiguous(),
         torch.full((1, n, n, g, 2), sigma, dtype=torch.float64),
         torch.zeros(1, n, n, g, dtype=torch.float64),
         torch.ones(1, n, n, g, dtype=torch.float64),
         torch.ones(1, n, n, g, 1, dtype=torch.float64),
-        axis_map(4 * n, 4.0, n),
-        axis_map(4 * n, 4.0, n),
-        cfg.radius,
+    )
+    out = rasterize(
+        field, axis_map(4 * n, 4.0, n), axis_map(4 * n, 4.0, n), cfg.radius, impl="torch"
     )
     inner = out[0, 0, 8:-8, 8:-8].mean().item()  # away from the zero-padded border
     alpha = min(0.99, 1.0 / inner)

@@ -35,7 +35,7 @@ import torch
 from gsasr_kernels import axis_map
 
 from .errors import GsasrError
-from .model import GSASR, GaussianField, ModelConfig
+from .model import GSASR, ModelConfig
 
 MIN_TILE = 16  # below this the halo dominates the work; give up instead
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -173,16 +173,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def _crop(field: GaussianField, y0: int, y1: int, x0: int, x1: int) -> GaussianField:
-    """Cells [y0, y1) x [x0, x1) of a field, as float32 (autocast may leave fp16/bf16)."""
-    return GaussianField(
-        *(
-            t[:, y0:y1, x0:x1].float()
-            for t in (field.means, field.sigmas, field.rhos, field.opacities, field.colors)
-        )
-    )
-
-
 def render_region(
     model: GSASR,
     rgb: np.ndarray,  # [H, W, 3] float32 in [0, 1], the whole LR image
@@ -214,7 +204,8 @@ def render_region(
         sy, sx = slice(dy0 - cy0, dy1 - cy0), slice(dx0 - cx0, dx1 - cx0)
         field = model.decode(lr[:, :, sy, sx], feat[:, :, sy, sx], scale)
     del feat, lr
-    field = _crop(field, ny0 - dy0, ny1 - dy0, nx0 - dx0, nx1 - dx0)
+    # float32 to render: autocast may leave fp16/bf16.
+    field = field.crop(ny0 - dy0, ny1 - dy0, nx0 - dx0, nx1 - dx0).float()
     (o0, o1), (p0, p1) = out_rows, out_cols
     rows = axis_map(o1 - o0, scale[0], h, out_start=o0, lr_start=ny0)
     cols = axis_map(p1 - p0, scale[1], w, out_start=p0, lr_start=nx0)

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from .coords import AxisMap, axis_map
-from .rasterize import rasterize, rasterizer_path
+from .field import GaussianField
+from .rasterize import rasterize, rasterizer_path, triton_interpret
 
-__all__ = ["AxisMap", "axis_map", "rasterize", "rasterizer_path"]
+__all__ = [
+    "AxisMap",
+    "GaussianField",
+    "axis_map",
+    "rasterize",
+    "rasterizer_path",
+    "triton_interpret",
+]

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .coords import AxisMap
+from .field import GaussianField
 
 
 def _conic(sigmas: Tensor, rhos: Tensor) -> Tensor:
@@ -31,19 +32,16 @@ def _conic(sigmas: Tensor, rhos: Tensor) -> Tensor:
 
 
 def _rasterize(
-    means: Tensor,  # [B, H, W, G, 2] (x, y) inside the cell, in [0, 1]
-    sigmas: Tensor,  # [B, H, W, G, 2] (sx, sy) in LR pixels
-    rhos: Tensor,  # [B, H, W, G] correlation in (-1, 1)
-    opacities: Tensor,  # [B, H, W, G]
-    colors: Tensor,  # [B, H, W, G, C]
+    field: GaussianField,  # [B, H, W, G, ...] parameters, C colour channels
     rows: AxisMap,  # Ho output rows
     cols: AxisMap,  # Wo output columns
     radius: int,
     chunk_pixels: int = 1 << 16,
 ) -> Tensor:  # [B, C, Ho, Wo]
     """Render the Gaussians at the output pixels given by `rows` x `cols`; differentiable."""
-    b, h, w, g, _ = means.shape
-    c = colors.shape[-1]
+    means, sigmas, rhos, opacities, colors = field.tensors()
+    b = means.shape[0]
+    c = field.channels
     r = radius
     # Per-Gaussian parameters, packed so that one gather fetches all of them:
     # mean (2), conic (3), premultiplied colour (C). Padding with zero colour makes

@@ -10,9 +10,19 @@ from torch import Tensor
 
 from ._torch_impl import _rasterize
 from .coords import AxisMap
+from .field import GaussianField
 
 ENV_VAR = "GSASR_RASTERIZER"
 _MODES = ("auto", "torch", "triton")
+
+
+def triton_interpret() -> bool:
+    """Whether TRITON_INTERPRET is on, parsed as Triton parses it (the one place we read it).
+
+    Triton reads it once, when a kernel module is decorated; `triton_rasterize.INTERPRET`
+    keeps the value it saw then."""
+    value = os.environ.get("TRITON_INTERPRET", "").strip().upper()
+    return value in ("1", "TRUE", "YES", "ON", "Y")
 
 
 @functools.cache
@@ -25,23 +35,21 @@ def _triton_import_error() -> str | None:
     return None
 
 
-def _interpret() -> bool:
-    """Whether TRITON_INTERPRET is on, parsed as Triton parses it."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on", "y")
-
-
-def _mode() -> str:
-    """GSASR_RASTERIZER, normalised; unset means auto."""
+def _mode(impl: str | None = None) -> str:
+    """`impl` if given, else GSASR_RASTERIZER, normalised; unset means auto."""
+    if impl is not None:
+        return impl
     return os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
 
 
-def rasterizer_path(device_type: str) -> tuple[str, str]:
+def rasterizer_path(device_type: str, impl: str | None = None) -> tuple[str, str]:
     """The implementation used for tensors on `device_type` ("torch", "triton" or
-    "unavailable", when GSASR_RASTERIZER asks for what cannot run), and why."""
-    mode = _mode()
-    forced = f"forced by {ENV_VAR}={mode}"
+    "unavailable", when GSASR_RASTERIZER or `impl` asks for what cannot run), and why."""
+    mode = _mode(impl)
+    forced = f"forced by {ENV_VAR}={mode}" if impl is None else f"impl={mode!r}"
     if mode not in _MODES:
-        return "unavailable", f"{ENV_VAR}={mode!r} is not one of {', '.join(_MODES)}"
+        name = f"{ENV_VAR}={mode!r}" if impl is None else f"impl={mode!r}"
+        return "unavailable", f"{name} is not one of {', '.join(_MODES)}"
     if mode == "torch":
         return "torch", forced
     if mode == "auto" and device_type != "cuda":
@@ -55,7 +63,7 @@ def rasterizer_path(device_type: str) -> tuple[str, str]:
         return "triton", forced
     from . import triton_rasterize
 
-    if not (_interpret() and triton_rasterize.INTERPRET):
+    if not (triton_interpret() and triton_rasterize.INTERPRET):
         return "unavailable", (
             f"{forced}, but Triton runs {device_type} tensors only in its interpreter: set "
             "TRITON_INTERPRET=1 before gsasr_kernels loads Triton, or use CUDA tensors"
@@ -63,45 +71,48 @@ def rasterizer_path(device_type: str) -> tuple[str, str]:
     return "triton", f"{forced}, on {device_type} through TRITON_INTERPRET=1"
 
 
-def _check(means: Tensor, sigmas: Tensor, rhos: Tensor, opacities: Tensor, colors: Tensor) -> None:
-    lead = means.shape[:-1]
-    if means.dim() != 5 or means.shape[-1] != 2:
-        raise ValueError(f"means must be [B, H, W, G, 2], got {tuple(means.shape)}")
-    expected = {
-        "sigmas": (sigmas.shape, (*lead, 2)),
-        "rhos": (rhos.shape, lead),
-        "opacities": (opacities.shape, lead),
-        "colors": (colors.shape[:-1], lead),
-    }
-    for name, (got, want) in expected.items():
-        if tuple(got) != tuple(want):
-            raise ValueError(f"{name} has shape {tuple(got)}, expected {tuple(want)}")
+def _check_axis(axis: AxisMap, n_cells: int, name: str) -> None:
+    """Cells must be nondecreasing and inside the field (checked where they live: on the
+    CPU, as `axis_map` makes them, this costs no device synchronisation)."""
+    cell = axis.cell
+    if cell.numel() == 0:
+        return
+    if int(cell.min()) < 0 or int(cell.max()) >= n_cells:
+        raise ValueError(f"{name} sample LR cells outside the field's {n_cells} cells")
+    if cell.numel() > 1 and bool((cell[1:] < cell[:-1]).any()):
+        raise ValueError(f"{name} sample LR cells must be nondecreasing")
 
 
 def rasterize(
-    means: Tensor,  # [B, H, W, G, 2] (x, y) inside the cell, in [0, 1]
-    sigmas: Tensor,  # [B, H, W, G, 2] (sx, sy) in LR pixels, sx, sy < radius
-    rhos: Tensor,  # [B, H, W, G] correlation in (-1, 1)
-    opacities: Tensor,  # [B, H, W, G]
-    colors: Tensor,  # [B, H, W, G, C]
+    field: GaussianField,  # [B, H, W, G, ...], C colour channels
     rows: AxisMap,  # Ho output rows
     cols: AxisMap,  # Wo output columns
     radius: int = 1,
+    *,
+    impl: str | None = None,
 ) -> Tensor:  # [B, C, Ho, Wo]
-    """Render the additive sum of tapered Gaussians at the output pixels `rows` x `cols`."""
-    _check(means, sigmas, rhos, opacities, colors)
-    name, why = rasterizer_path(means.device.type)
+    """Render the additive sum of tapered Gaussians at the output pixels `rows` x `cols`.
+
+    `impl` ("auto", "torch" or "triton") overrides GSASR_RASTERIZER; "torch" always runs
+    the PyTorch reference, in any dtype (float64 included).
+    """
+    field.check()
+    if radius < 1:
+        raise ValueError(f"radius must be at least 1, got {radius}")
+    _, h, w, _ = field.shape
+    _check_axis(rows, h, "row")
+    _check_axis(cols, w, "column")
+    device, dtype = field.means.device, field.means.dtype
+    name, why = rasterizer_path(device.type, impl)
     if name == "unavailable":
         raise ValueError(why)
     # The kernels compute in fp32: float64 (gradcheck, calibration) stays on the reference.
-    if name == "triton" and means.dtype == torch.float64:
-        if _mode() == "triton":
+    if name == "triton" and dtype == torch.float64:
+        if _mode(impl) == "triton":
             raise ValueError(f"{why}, but the Triton kernels take fp32, fp16 or bf16, not float64")
         name = "torch"
     if name == "triton":
         from .triton_rasterize import rasterize_triton
 
-        return rasterize_triton(means, sigmas, rhos, opacities, colors, rows, cols, radius)
-    device = means.device
-    rows, cols = rows.to(device), cols.to(device)
-    return _rasterize(means, sigmas, rhos, opacities, colors, rows, cols, radius)
+        return rasterize_triton(field, rows, cols, radius)
+    return _rasterize(field, rows.to(device), cols.to(device), radius)

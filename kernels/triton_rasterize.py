@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -17,12 +19,11 @@ import triton.language as tl
 from torch import Tensor
 
 from .coords import AxisMap
+from .field import GaussianField
+from .rasterize import triton_interpret
 
 # Read once, as `triton.jit` does: it decides whether the kernels below are interpreted.
-try:
-    INTERPRET = bool(triton.knobs.runtime.interpret)
-except AttributeError:  # Triton before 3.4 has no knobs
-    INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on", "y")
+INTERPRET = triton_interpret()
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Tile shapes. The interpreter gets one fixed config (the autotuner then never benchmarks).
@@ -336,136 +337,142 @@ def _device_guard(t: Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch, fully bound: what runs it, and what the compile check compiles."""
+
+    kernel: Any  # a triton.autotune'd kernel
+    grid: Callable[[dict], tuple[int, ...]]
+    args: tuple  # positional arguments, in the kernel's order
+    meta: dict  # constexpr arguments and compile options not chosen by the autotuner
+
+    def __call__(self) -> None:
+        with _device_guard(self.args[0]):
+            self.kernel[self.grid](*self.args, **self.meta)
+
+
+def _fwd_launch(
+    field: GaussianField,  # contiguous, one dtype
+    axes: tuple[Tensor, Tensor, Tensor, Tensor],  # row_cell, row_frac, col_cell, col_frac
+    radius: int,
+) -> tuple[Tensor, Launch | None]:
+    """The output [B, C, Ho, Wo] and the launch that fills it (None when it is empty)."""
+    row_cell, row_frac, col_cell, col_frac = axes
+    b, h, w, g = field.shape
+    c = field.channels
+    ho, wo = row_cell.numel(), col_cell.numel()
+    out = field.means.new_empty(b, c, ho, wo)  # the kernel writes every element
+    if out.numel() == 0 or field.means.numel() == 0:
+        return out.zero_(), None
+
+    def grid(meta):
+        return triton.cdiv(wo, meta["BLOCK_W"]), triton.cdiv(ho, meta["BLOCK_H"]), b
+
+    args = (*field.tensors(), *axes, out, *out.stride(), ho, wo, h, w, g, c)
+    args += (_scale_bucket(ho, wo, h, w),)
+    meta = {"R": radius, "BLOCK_C": triton.next_power_of_2(c)}
+    return out, Launch(_rasterize_fwd_kernel, grid, args, meta)
+
+
+def _fwd(field: GaussianField, axes: tuple[Tensor, ...], radius: int) -> Tensor:
+    """Render: [B, C, Ho, Wo] in the field's dtype."""
+    out, launch = _fwd_launch(field, axes, radius)
+    if launch is not None:
+        launch()
+    return out
+
+
+def _bwd_launch(
+    field: GaussianField,
+    axes: tuple[Tensor, Tensor, Tensor, Tensor],
+    radius: int,
+    grad_out: Tensor,  # [B, C, Ho, Wo]
+) -> tuple[GaussianField, Launch | None]:
+    """The parameter gradients and the launch that fills them (None when empty)."""
+    row_cell, row_frac, col_cell, col_frac = axes
+    b, h, w, g = field.shape
+    c = field.channels
+    ho, wo = row_cell.numel(), col_cell.numel()
+    if grad_out.numel() == 0 or field.means.numel() == 0:
+        return GaussianField(*(torch.zeros_like(t) for t in field.tensors())), None
+    grads = GaussianField(*(torch.empty_like(t) for t in field.tensors()))
+    row_start, row_end = _footprint(row_cell, h, radius)
+    col_start, col_end = _footprint(col_cell, w, radius)
+
+    def grid(meta):
+        return triton.cdiv(w, meta["BLOCK_X"]), triton.cdiv(h, meta["BLOCK_Y"]), b
+
+    args = (*field.tensors(), *axes, row_start, row_end, col_start, col_end)
+    args += (grad_out, *grad_out.stride(), *grads.tensors(), ho, wo, h, w, g)
+    args += (_scale_bucket(ho, wo, h, w),)
+    meta = {
+        "C": c,
+        "R": radius,
+        "BLOCK_G": triton.next_power_of_2(g),
+        "BLOCK_C": triton.next_power_of_2(c),
+    }
+    return grads, Launch(_rasterize_bwd_kernel, grid, args, meta)
+
+
+def _bwd(
+    field: GaussianField, axes: tuple[Tensor, ...], radius: int, grad_out: Tensor
+) -> GaussianField:
+    """Gradients of sum(out * grad_out) with respect to the five parameter tensors."""
+    grads, launch = _bwd_launch(field, axes, radius, grad_out)
+    if launch is not None:
+        launch()
+    return grads
+
+
 class _RasterizeFunction(torch.autograd.Function):
     """The Triton rasterizer as an autograd op; axis maps come in as tensors."""
 
     @staticmethod
-    def forward(
-        ctx, means, sigmas, rhos, opacities, colors, row_cell, row_frac, col_cell, col_frac, radius
-    ):
-        b, h, w, g, _ = means.shape
-        c = colors.shape[-1]
-        ho, wo = row_cell.numel(), col_cell.numel()
-        out = means.new_empty(b, c, ho, wo)  # the kernel writes every element
-        ctx.save_for_backward(
-            means, sigmas, rhos, opacities, colors, row_cell, row_frac, col_cell, col_frac
-        )
+    def forward(ctx, radius, *tensors):
+        field, axes = GaussianField(*tensors[:5]), tensors[5:]
+        ctx.save_for_backward(*tensors)
         ctx.radius = radius
-        if out.numel() == 0 or means.numel() == 0:
-            return out.zero_()
-
-        def grid(meta):
-            return triton.cdiv(wo, meta["BLOCK_W"]), triton.cdiv(ho, meta["BLOCK_H"]), b
-
-        with _device_guard(means):
-            _rasterize_fwd_kernel[grid](
-                means,
-                sigmas,
-                rhos,
-                opacities,
-                colors,
-                row_cell,
-                row_frac,
-                col_cell,
-                col_frac,
-                out,
-                *out.stride(),
-                ho,
-                wo,
-                h,
-                w,
-                g,
-                c,
-                _scale_bucket(ho, wo, h, w),
-                R=radius,
-                BLOCK_C=triton.next_power_of_2(c),
-            )
-        return out
+        return _fwd(field, axes, radius)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        means, sigmas, rhos, opacities, colors, row_cell, row_frac, col_cell, col_frac = (
-            ctx.saved_tensors
-        )
-        r = ctx.radius
-        b, h, w, g, _ = means.shape
-        c = colors.shape[-1]
-        ho, wo = row_cell.numel(), col_cell.numel()
-        params = (means, sigmas, rhos, opacities, colors)
-        if grad_out.numel() == 0 or means.numel() == 0:
-            grads = [torch.zeros_like(t) for t in params]
-        else:
-            grads = [torch.empty_like(t) for t in params]  # the kernel writes every element
-            row_start, row_end = _footprint(row_cell, h, r)
-            col_start, col_end = _footprint(col_cell, w, r)
-
-            def grid(meta):
-                return triton.cdiv(w, meta["BLOCK_X"]), triton.cdiv(h, meta["BLOCK_Y"]), b
-
-            with _device_guard(means):
-                _rasterize_bwd_kernel[grid](
-                    means,
-                    sigmas,
-                    rhos,
-                    opacities,
-                    colors,
-                    row_cell,
-                    row_frac,
-                    col_cell,
-                    col_frac,
-                    row_start,
-                    row_end,
-                    col_start,
-                    col_end,
-                    grad_out,
-                    *grad_out.stride(),
-                    *grads,
-                    ho,
-                    wo,
-                    h,
-                    w,
-                    g,
-                    _scale_bucket(ho, wo, h, w),
-                    C=c,
-                    R=r,
-                    BLOCK_G=triton.next_power_of_2(g),
-                    BLOCK_C=triton.next_power_of_2(c),
-                )
-        needed = ctx.needs_input_grad[:5]
+        tensors = ctx.saved_tensors
+        grads = _bwd(GaussianField(*tensors[:5]), tensors[5:], ctx.radius, grad_out.contiguous())
+        needed = ctx.needs_input_grad[1:6]
         return (
-            *(gr if need else None for gr, need in zip(grads, needed, strict=True)),
             None,
+            *(g if need else None for g, need in zip(grads.tensors(), needed, strict=True)),
             None,
             None,
             None,
             None,
         )
+
+
+def _axes(rows: AxisMap, cols: AxisMap, device: torch.device) -> tuple[Tensor, ...]:
+    """(row_cell int64, row_frac fp32, col_cell, col_frac) on `device`, contiguous."""
+    return tuple(
+        t.contiguous()
+        for ax in (rows, cols)
+        for t in (ax.cell.to(device, torch.int64), ax.frac.to(device, torch.float32))
+    )
 
 
 def rasterize_triton(
-    means: Tensor,  # [B, H, W, G, 2] (x, y) inside the cell, in [0, 1]
-    sigmas: Tensor,  # [B, H, W, G, 2] (sx, sy) in LR pixels
-    rhos: Tensor,  # [B, H, W, G] correlation in (-1, 1)
-    opacities: Tensor,  # [B, H, W, G]
-    colors: Tensor,  # [B, H, W, G, C]
+    field: GaussianField,  # [B, H, W, G, ...], C colour channels, fp32, fp16 or bf16
     rows: AxisMap,  # Ho output rows
     cols: AxisMap,  # Wo output columns
     radius: int,
 ) -> Tensor:  # [B, C, Ho, Wo], in the parameters' dtype
     """Render with the Triton kernels; same math as `_rasterize`; differentiable."""
-    params = (means, sigmas, rhos, opacities, colors)
-    dtypes = {t.dtype for t in params}
-    if len(dtypes) != 1 or means.dtype not in DTYPES:
+    dtypes = {t.dtype for t in field.tensors()}
+    if len(dtypes) != 1 or field.means.dtype not in DTYPES:
         raise ValueError(
             f"the Triton rasterizer takes one of {DTYPES} for all parameters, "
             f"got {sorted(map(str, dtypes))}"
         )
     if radius < 1:
         raise ValueError(f"radius must be at least 1, got {radius}")
-    device = means.device
-    axes = [
-        (ax.cell.to(device, torch.int64), ax.frac.to(device, torch.float32)) for ax in (rows, cols)
-    ]
-    axes = [t.contiguous() for pair in axes for t in pair]
-    return _RasterizeFunction.apply(*(t.contiguous() for t in params), *axes, int(radius))
+    tensors = (t.contiguous() for t in field.tensors())
+    return _RasterizeFunction.apply(int(radius), *tensors, *_axes(rows, cols, field.means.device))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from gsasr_kernels import GaussianField
 
 
 def random_gaussians(
@@ -15,8 +16,8 @@ def random_gaussians(
     dtype: torch.dtype = torch.float64,
     seed: int = 0,
     device: str = "cpu",
-) -> tuple[torch.Tensor, ...]:
-    """Seeded random Gaussian parameters inside the rasterizer's valid ranges."""
+) -> GaussianField:
+    """A seeded random Gaussian field inside the rasterizer's valid ranges."""
     gen = torch.Generator().manual_seed(seed)
 
     def u(*shape: int) -> torch.Tensor:
@@ -27,4 +28,6 @@ def random_gaussians(
     rhos = 0.9 * (2 * u(b, h, w, g) - 1)
     opacities = u(b, h, w, g)
     colors = torch.randn(b, h, w, g, c, generator=gen, dtype=torch.float64)
-    return tuple(t.to(device=device, dtype=dtype) for t in (means, sigmas, rhos, opacities, colors))
+    return GaussianField(
+        *(t.to(device=device, dtype=dtype) for t in (means, sigmas, rhos, opacities, colors))
+    )

@@ -7,12 +7,18 @@ import math
 import pytest
 import torch
 from conftest import random_gaussians
-from gsasr_kernels import axis_map, rasterize
+from gsasr_kernels import GaussianField, axis_map, rasterize
 from gsasr_kernels._torch_impl import _rasterize
 
 
-def naive_render(means, sigmas, rhos, opacities, colors, out_h, out_w, sy, sx, radius):
+def _leaves(field: GaussianField) -> GaussianField:
+    """The field's tensors as fresh leaves that require grad."""
+    return GaussianField(*(t.detach().clone().requires_grad_() for t in field.tensors()))
+
+
+def naive_render(field, out_h, out_w, sy, sx, radius):
     """Every Gaussian of the grid at every output pixel, from the formulas in the docstring."""
+    means, sigmas, rhos, opacities, colors = field.tensors()
     b, h, w, g, _ = means.shape
     out = torch.zeros(b, colors.shape[-1], out_h, out_w, dtype=means.dtype)
     for i in range(out_h):
@@ -47,10 +53,11 @@ CASES = [
 
 @pytest.mark.parametrize("h,w,g,c,out_h,out_w,radius", CASES)
 def test_forward_and_gradients_match_naive_loop(h, w, g, c, out_h, out_w, radius):
-    params = [p.requires_grad_() for p in random_gaussians(2, h, w, g, c, seed=h * w + g)]
+    field = _leaves(random_gaussians(2, h, w, g, c, seed=h * w + g))
+    params = field.tensors()
     sy, sx = out_h / h, out_w / w
-    got = _rasterize(*params, axis_map(out_h, sy, h), axis_map(out_w, sx, w), radius)
-    want = naive_render(*params, out_h, out_w, sy, sx, radius)
+    got = _rasterize(field, axis_map(out_h, sy, h), axis_map(out_w, sx, w), radius)
+    want = naive_render(field, out_h, out_w, sy, sx, radius)
     torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
     v = torch.randn_like(want)
     grads_got = torch.autograd.grad((got * v).sum(), params)
@@ -63,10 +70,11 @@ def test_forward_and_gradients_match_naive_loop(h, w, g, c, out_h, out_w, radius
 
 def test_every_gaussian_contributes_only_within_the_window():
     """A single Gaussian reaches the output exactly where the naive sum says, nowhere else."""
-    params = list(random_gaussians(1, 5, 5, 1, 1, seed=3))
-    params[3] = torch.zeros_like(params[3])
-    params[3][0, 2, 2, 0] = 1.0  # one visible Gaussian in the middle cell
-    out = _rasterize(*params, axis_map(20, 4.0, 5), axis_map(20, 4.0, 5), 1)
+    field = random_gaussians(1, 5, 5, 1, 1, seed=3)
+    opacities = torch.zeros_like(field.opacities)
+    opacities[0, 2, 2, 0] = 1.0  # one visible Gaussian in the middle cell
+    field = GaussianField(field.means, field.sigmas, field.rhos, opacities, field.colors)
+    out = _rasterize(field, axis_map(20, 4.0, 5), axis_map(20, 4.0, 5), 1)
     rows, cols = torch.nonzero(out[0, 0], as_tuple=True)
     # Its cell is 2, so only output pixels whose cell is 1..3 (pixels 4..15) may see it.
     assert rows.min() >= 4 and rows.max() <= 15 and cols.min() >= 4 and cols.max() <= 15
@@ -74,35 +82,35 @@ def test_every_gaussian_contributes_only_within_the_window():
 
 
 def test_gradcheck_float64():
-    params = tuple(p.requires_grad_() for p in random_gaussians(1, 2, 3, 2, 2, seed=7))
+    params = _leaves(random_gaussians(1, 2, 3, 2, 2, seed=7)).tensors()
     rows, cols = axis_map(5, 2.5, 2), axis_map(7, 7 / 3, 3)
     assert torch.autograd.gradcheck(
-        lambda *p: _rasterize(*p, rows, cols, 1), params, eps=1e-6, atol=1e-7
+        lambda *p: _rasterize(GaussianField(*p), rows, cols, 1), params, eps=1e-6, atol=1e-7
     )
 
 
 @pytest.mark.parametrize("scale", [1.0, 1.5, 2.0, 3.7, 8.0])
 def test_chunking_does_not_change_the_result(scale):
-    params = random_gaussians(1, 6, 5, 4, 3, dtype=torch.float32, seed=11)
+    field = random_gaussians(1, 6, 5, 4, 3, dtype=torch.float32, seed=11)
     oh, ow = math.floor(6 * scale + 0.5), math.floor(5 * scale + 0.5)
     rows, cols = axis_map(oh, scale, 6), axis_map(ow, scale, 5)
-    whole = _rasterize(*params, rows, cols, 1, chunk_pixels=1 << 20)
-    chunked = _rasterize(*params, rows, cols, 1, chunk_pixels=ow + 1)
+    whole = _rasterize(field, rows, cols, 1, chunk_pixels=1 << 20)
+    chunked = _rasterize(field, rows, cols, 1, chunk_pixels=ow + 1)
     assert torch.equal(whole, chunked)
 
 
 def test_output_region_renders_identically_to_the_whole():
     """A sub-rectangle of the output, rendered from a sub-grid with a halo, is bit-identical."""
     h, w, scale = 9, 8, 3.7
-    params = random_gaussians(1, h, w, 4, 3, dtype=torch.float32, seed=5)
+    field = random_gaussians(1, h, w, 4, 3, dtype=torch.float32, seed=5)
     oh, ow = math.floor(h * scale + 0.5), math.floor(w * scale + 0.5)
-    whole = _rasterize(*params, axis_map(oh, scale, h), axis_map(ow, scale, w), 1)
+    whole = _rasterize(field, axis_map(oh, scale, h), axis_map(ow, scale, w), 1)
     y0, y1, x0, x1 = 10, 23, 7, 20  # output region
     cy0, cx0 = 1, 0  # first LR cell of the sub-grid: covers region cells -1 (halo)
-    sub = tuple(p[:, cy0:8, cx0:7] for p in params)
+    sub = field.crop(cy0, 8, cx0, 7)
     rows = axis_map(y1 - y0, scale, h, out_start=y0, lr_start=cy0)
     cols = axis_map(x1 - x0, scale, w, out_start=x0, lr_start=cx0)
-    part = _rasterize(*sub, rows, cols, 1)
+    part = _rasterize(sub, rows, cols, 1)
     assert torch.equal(part, whole[:, :, y0:y1, x0:x1])
 
 
@@ -121,13 +129,16 @@ def test_axis_map_rejects_bad_scales():
 
 
 def test_public_rasterize_checks_shapes():
-    params = list(random_gaussians(1, 2, 2, 2, 3))
-    params[1] = params[1][..., :1]
+    field = random_gaussians(1, 2, 2, 2, 3)
+    bad = GaussianField(field.means, field.sigmas[..., :1], *field.tensors()[2:])
     with pytest.raises(ValueError, match="sigmas"):
-        rasterize(*params, axis_map(4, 2.0, 2), axis_map(4, 2.0, 2))
+        rasterize(bad, axis_map(4, 2.0, 2), axis_map(4, 2.0, 2))
+    # Output samples must lie on the field's cells, in order.
+    with pytest.raises(ValueError, match="outside"):
+        rasterize(field, axis_map(8, 2.0, 4), axis_map(4, 2.0, 2))
 
 
 def test_rendering_is_deterministic():
-    params = random_gaussians(1, 8, 8, 4, 3, dtype=torch.float32, seed=2)
+    field = random_gaussians(1, 8, 8, 4, 3, dtype=torch.float32, seed=2)
     rows, cols = axis_map(30, 3.7, 8), axis_map(30, 3.7, 8)
-    assert torch.equal(_rasterize(*params, rows, cols, 1), _rasterize(*params, rows, cols, 1))
+    assert torch.equal(_rasterize(field, rows, cols, 1), _rasterize(field, rows, cols, 1))

@@ -6,15 +6,13 @@ Kernel tests run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1:
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from conftest import random_gaussians
-from gsasr_kernels import axis_map, rasterize, rasterizer_path
+from gsasr_kernels import GaussianField, axis_map, rasterize, rasterizer_path, triton_interpret
 from gsasr_kernels._torch_impl import _rasterize
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "yes", "on", "y")
+INTERPRET = triton_interpret()
 NAMES = ("means", "sigmas", "rhos", "opacities", "colors")
 
 
@@ -61,7 +59,7 @@ CASES = [
 
 def _params(b, h, w, g, c, seed):
     """Seeded fp32 Gaussian parameters in the ranges the model produces."""
-    return list(random_gaussians(b, h, w, g, c, dtype=torch.float32, seed=seed))
+    return list(random_gaussians(b, h, w, g, c, dtype=torch.float32, seed=seed).tensors())
 
 
 def _assert_close(name, got, want, atol, rtol):
@@ -91,10 +89,10 @@ def _compare(b, h, w, g, c, sy, sx, radius, dtype, atol, rtol, seed=0, transform
     low = [t.to(dtype) for t in _params(b, h, w, g, c, seed)]
     ref_in = [t.float().clone().requires_grad_() for t in low]
     ker_in = [t.to(DEVICE).clone().requires_grad_() for t in low]
-    ref = _rasterize(*ref_in, rows, cols, radius)
+    ref = _rasterize(GaussianField(*ref_in), rows, cols, radius)
     v = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
     args = transform(ker_in) if transform else ker_in
-    out = rasterize_triton(*args, rows, cols, radius)
+    out = rasterize_triton(GaussianField(*args), rows, cols, radius)
     assert out.dtype == dtype
     _assert_close("forward", out, ref, atol, rtol)
 
@@ -135,7 +133,7 @@ def test_deterministic():
     runs = []
     for _ in range(2):
         p = [t.to(DEVICE).requires_grad_() for t in _params(1, 5, 7, 4, 3, seed=3)]
-        out = rasterize_triton(*p, rows, cols, 1)
+        out = rasterize_triton(GaussianField(*p), rows, cols, 1)
         runs.append((out, *torch.autograd.grad(out.square().sum(), p)))
     for first, second in zip(*runs, strict=True):
         assert torch.equal(first, second)
@@ -149,10 +147,11 @@ def test_dispatch_forced_triton_runs_kernels(monkeypatch):
     assert rasterizer_path(DEVICE)[0] == "triton"
     p = [t.to(DEVICE) for t in _params(1, 4, 4, 4, 3, seed=5)]
     rows, cols = axis_map(8, 2.0, 4), axis_map(8, 2.0, 4)
-    out = rasterize(*p, rows, cols, 1)
-    _assert_close("forward", out, _rasterize(*[t.cpu() for t in p], rows, cols, 1), 1e-5, 1e-5)
+    out = rasterize(GaussianField(*p), rows, cols, 1)
+    want = _rasterize(GaussianField(*[t.cpu() for t in p]), rows, cols, 1)
+    _assert_close("forward", out, want, 1e-5, 1e-5)
     with pytest.raises(ValueError, match="float64"):
-        rasterize(*[t.double() for t in p], rows, cols, 1)
+        rasterize(GaussianField(*[t.double() for t in p]), rows, cols, 1)
 
 
 def test_cpu_uses_reference_by_default(monkeypatch):
@@ -162,7 +161,8 @@ def test_cpu_uses_reference_by_default(monkeypatch):
     p = _params(1, 4, 5, 4, 3, seed=7)
     rows, cols = axis_map(9, 2.3, 4), axis_map(11, 2.3, 5)
     # Bit-identical to the reference: the kernels would round differently.
-    assert torch.equal(rasterize(*p, rows, cols, 1), _rasterize(*p, rows, cols, 1))
+    field = GaussianField(*p)
+    assert torch.equal(rasterize(field, rows, cols, 1), _rasterize(field, rows, cols, 1))
 
 
 def test_forced_torch(monkeypatch):
@@ -177,14 +177,14 @@ def test_forced_triton_on_cpu_needs_interpreter(monkeypatch):
     assert rasterizer_path("cpu")[0] == "unavailable"
     p = _params(1, 3, 3, 4, 3, seed=9)
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
-        rasterize(*p, axis_map(6, 2.0, 3), axis_map(6, 2.0, 3), 1)
+        rasterize(GaussianField(*p), axis_map(6, 2.0, 3), axis_map(6, 2.0, 3), 1)
 
 
 def test_unknown_mode_raises(monkeypatch):
     monkeypatch.setenv("GSASR_RASTERIZER", "cuda")
     p = _params(1, 3, 3, 4, 3, seed=11)
     with pytest.raises(ValueError, match="GSASR_RASTERIZER='cuda' is not one of"):
-        rasterize(*p, axis_map(6, 2.0, 3), axis_map(6, 2.0, 3), 1)
+        rasterize(GaussianField(*p), axis_map(6, 2.0, 3), axis_map(6, 2.0, 3), 1)
 
 
 @pytest.mark.triton
