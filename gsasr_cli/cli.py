@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,7 +20,8 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError
 
 from . import __version__
-from .errors import GsasrError, UsageProblem
+from .errors import GsasrError, InvalidRequest, UsageProblem
+from .options import AlphaMode, Precision
 
 app = typer.Typer(
     rich_markup_mode="rich",
@@ -46,31 +49,46 @@ def _root(
     """Arbitrary-scale image super-resolution by 2D Gaussian splatting."""
 
 
-def _sizing(scale: float | None, width: int | None, height: int | None, size: str | None):
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?\Z")
+
+
+def _wxh(flag: str, text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    w, sep, h = text.lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise UsageProblem(f"{flag} must be WIDTHxHEIGHT in pixels, e.g. 1920x1080, got {text}")
+    return int(w), int(h)
+
+
+def _sizing(
+    scale: float | None, width: int | None, height: int | None, size: str | None, fit: str | None
+):
     from .upscale import Sizing
 
-    given = [
-        n
-        for n, v in (("--scale", scale), ("--width", width), ("--height", height), ("--size", size))
-        if v is not None
-    ]
+    flags = {"--scale": scale, "--width": width, "--height": height, "--size": size, "--fit": fit}
+    given = [n for n, v in flags.items() if v is not None]
     if len(given) != 1:
         raise UsageProblem(
-            "give exactly one of --scale, --width, --height, --size"
+            "give exactly one of --scale, --width, --height, --size, --fit"
             + (f" (got {', '.join(given)})" if given else "")
         )
-    if scale is not None and (not math.isfinite(scale) or scale < 1):
-        raise UsageProblem(f"--scale must be a number >= 1, got {scale:g}")
-    for name, value in (("--width", width), ("--height", height)):
-        if value is not None and value < 1:
-            raise UsageProblem(f"{name} must be a positive number of pixels, got {value}")
-    parsed = None
-    if size is not None:
-        w, sep, h = size.lower().partition("x")
-        if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
-            raise UsageProblem(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1920x1080, got {size}")
-        parsed = (int(w), int(h))
-    return Sizing(scale=scale, width=width, height=height, size=parsed)
+    try:
+        return Sizing.of(
+            scale=scale, width=width, height=height, size=_wxh("--size", size),
+            fit=_wxh("--fit", fit),
+        )  # fmt: skip
+    except InvalidRequest as exc:
+        raise UsageProblem(f"{given[0]}: {exc}") from exc
+
+
+def _check_environment(device: str) -> None:
+    """Usage errors that need no torch: a device name, GSASR_RASTERIZER's value."""
+    if not _DEVICE.match(device):
+        raise UsageProblem(f"--device {device}: use auto, cpu, cuda or cuda:N")
+    mode = os.environ.get("GSASR_RASTERIZER", "auto").strip().lower() or "auto"
+    if mode not in ("auto", "torch", "triton"):
+        raise UsageProblem(f"GSASR_RASTERIZER={mode!r}: use auto, torch or triton")
 
 
 @app.command()
@@ -78,46 +96,92 @@ def upscale(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Images or folders to upscale, or - for standard input.", show_default=False
+            help="Images or folders to upscale, or - for standard input.",
+            show_default=False,
+            metavar="INPUT...",
         ),
     ],
-    scale: Annotated[float | None, typer.Option("--scale", "-s", help="Scale factor >= 1.")] = None,
+    scale: Annotated[
+        float | None, typer.Option("--scale", "-s", help="Scale factor >= 1.", show_default=False)
+    ] = None,
     width: Annotated[
-        int | None, typer.Option(help="Output width; height keeps the aspect.")
+        int | None, typer.Option(help="Output width; height keeps the aspect.", show_default=False)
     ] = None,
     height: Annotated[
-        int | None, typer.Option(help="Output height; width keeps the aspect.")
+        int | None, typer.Option(help="Output height; width keeps the aspect.", show_default=False)
     ] = None,
     size: Annotated[
-        str | None, typer.Option(help="Exact output size WxH (per-axis scales).")
+        str | None,
+        typer.Option(help="Exact output size WxH (per-axis scales).", metavar="WxH"),
+    ] = None,
+    fit: Annotated[
+        str | None,
+        typer.Option(help="Largest size that fits in WxH, aspect kept.", metavar="WxH"),
     ] = None,
     output: Annotated[
         str | None,
         typer.Option(
             "--output",
             "-o",
-            help="Output file, folder, or - for standard output "
-            "[default: <stem>_x<scale>.<ext> beside the input].",
+            help="Output file, folder (created; a name ending in / is a folder), or - for "
+            r"standard output \[default: <stem>_x<scale>.<ext> beside each input].",
+            metavar="PATH",
         ),
     ] = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="png, jpg, webp, tif or bmp [default: by extension]."),
+        typer.Option(
+            "--format", help=r"png, jpg, webp, tif or bmp \[default: as the input].", metavar="FMT"
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Output name template: {stem}, {suffix} (_x3.7, _w1920...), {ext} (.png); "
+            r"e.g. '{stem}_big{ext}' \[default: {stem}{suffix}{ext}, in -o DIR {stem}{ext}].",
+            metavar="TEMPLATE",
+        ),
     ] = None,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
-    alpha: Annotated[str, typer.Option(help="Alpha plane: bicubic or model.")] = "bicubic",
+    alpha: Annotated[AlphaMode, typer.Option(help="Alpha plane: bicubic or the model.")] = (
+        AlphaMode.BICUBIC
+    ),
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")
     ] = False,
     glob: Annotated[
-        list[str] | None, typer.Option(help="Only files matching this pattern (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="Only files matching this pattern, any case (repeatable); a pattern with / "
+            "matches the path below the folder: 'sub/*.png', '**/*.jpg'.",
+            metavar="PATTERN",
+        ),
     ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Leave out files and folders matching this (repeatable).", metavar="PATTERN"
+        ),
+    ] = None,
+    follow_symlinks: Annotated[
+        bool, typer.Option(help="Follow symbolic links to folders and files when walking.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(help="Skip (exit 0) a single input whose output exists; batches always do."),
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="List what would be done; touch nothing.")] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="One JSON object per file on stdout.")
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only errors on stderr; no progress, no summary.")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[
+        int, typer.Option(min=0, help=r"CPU threads \[default: 0, torch's choice].")
+    ] = 0,
     tile: Annotated[
         str,
         typer.Option(
@@ -125,52 +189,117 @@ def upscale(
             "(untiled). Tiled output equals untiled output exactly."
         ),
     ] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, or fp16/bf16 on CUDA.")] = "fp32",
+    precision: Annotated[Precision, typer.Option(help="fp32, or fp16/bf16 on CUDA.")] = (
+        Precision.FP32
+    ),
+    tta: Annotated[
+        bool, typer.Option(help="Average the 8 flips and transposes: better, 8x the time.")
+    ] = False,
+    max_output_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse outputs larger than this many pixels.")
+    ] = 400_000_000,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also report tile and device.")
     ] = False,
     weights: Annotated[
-        Path | None, typer.Option(help="Model weights (.safetensors) [default: shipped model].")
+        Path | None,
+        typer.Option(
+            help=r"Model weights (.safetensors) \[default: shipped model].", metavar="FILE"
+        ),
     ] = None,
 ) -> None:
     """Upscale images by any factor, e.g. [bold]gsasr upscale photo.png --scale 3.7[/]."""
-    sizing = _sizing(scale, width, height, size)
-    if alpha not in ("bicubic", "model"):
-        raise UsageProblem(f"--alpha must be bicubic or model, got {alpha}")
+    sizing = _sizing(scale, width, height, size, fit)
     if json_out and output == "-":
         raise UsageProblem("--json and -o - both want standard output; choose one")
     if tile != "auto" and not (tile.isdigit() and (int(tile) == 0 or int(tile) >= 16)):
         raise UsageProblem(f"--tile must be auto, 0 (untiled) or a side of at least 16, got {tile}")
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise UsageProblem(f"--precision must be fp32, fp16 or bf16, got {precision}")
+    _check_environment(device)
+    if inputs == ["-"] and _isatty(sys.stdin):
+        raise UsageProblem("refusing to read image data from a terminal; pipe or redirect it")
+    if output == "-" and _isatty(sys.stdout):
+        raise UsageProblem("refusing to write image data to a terminal; redirect or pipe it")
     # Imported here so that `gsasr --help` and `--version` do not pay for torch.
-    from .jobs import execute, plan
+    from .jobs import Request, Runner, Settings, plan
+    from .options import UpscaleOptions
 
-    jobs = plan(inputs, output, sizing, fmt, recursive, glob)
+    req = Request(
+        sizing, output, fmt, recursive, tuple(glob or ()), tuple(exclude or ()),
+        follow_symlinks, name, overwrite, skip_existing,
+    )  # fmt: skip
+    options = UpscaleOptions(tile if tile == "auto" else int(tile), precision, tta, alpha)
+    settings = Settings(options, device, weights, quality, dry_run, max_output_pixels)
+    jobs = _peek(plan(inputs, req))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    _check_rasterizer(device)
     _return_freed_memory()
-    progress = _progress(len(jobs))
-    with progress:
-        files = progress.add_task("files", total=len(jobs))
+    runner = Runner(req, settings)
+    if not dry_run and any(j.problem is None for j in jobs.head):
+        runner.load()  # bad weights or an impossible precision fail before any file
+    with _progress(quiet) as progress:
+        files = progress.add_task("files", total=None)
         tiles = progress.add_task("tiles", total=None, visible=False)
 
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total, visible=total > 1)
 
-        results = execute(
-            jobs,
-            sizing,
-            overwrite=overwrite,
-            dry_run=dry_run,
-            quality=quality,
-            alpha=alpha,
-            device=device,
-            weights=weights,
-            tile=tile if tile == "auto" else int(tile),
-            precision=precision,
-            on_tile=on_tile,
-        )
-        code = _report(results, len(jobs), json_out, dry_run, verbose, progress, files)
-    raise typer.Exit(code)
+        runner.on_tile = on_tile
+        report = _Report(json_out, dry_run, verbose, quiet, progress, files)
+        try:
+            for job in jobs:
+                report.add(runner.run(job))
+        except KeyboardInterrupt:
+            report.summary(interrupted=True)
+            raise
+    raise typer.Exit(report.summary())
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):
+        return False
+
+
+class _Peeked:
+    """An iterator whose first items are known (to fail early when nothing matched)."""
+
+    def __init__(self, it, n: int = 64) -> None:
+        self.head: list = []
+        for item in it:
+            self.head.append(item)
+            if len(self.head) >= n:
+                break
+        self._rest = it
+
+    def __iter__(self):
+        yield from self.head
+        yield from self._rest
+
+
+def _peek(it) -> _Peeked:
+    peeked = _Peeked(it)
+    if not peeked.head:
+        raise UsageProblem("no input image matched")
+    return peeked
+
+
+def _check_rasterizer(device: str) -> None:
+    """GSASR_RASTERIZER=triton where Triton cannot run is a usage error, before the model."""
+    import torch
+    from gsasr_kernels import rasterizer_path
+
+    dev_type = (
+        "cuda"
+        if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
+    name, why = rasterizer_path(dev_type)
+    if name == "unavailable":
+        raise UsageProblem(why)
 
 
 def _return_freed_memory() -> None:
@@ -185,8 +314,11 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
 
 
-def _progress(total: int):
-    """A Rich progress display on stderr (files and tiles, ETA); off unless a terminal."""
+def _progress(quiet: bool = False):
+    """A Rich progress display on stderr (files and tiles, ETA); off unless a terminal.
+
+    It never captures stdout: results (--json, --dry-run, -o -) go there whatever stderr is.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -202,49 +334,69 @@ def _progress(total: int):
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
+        disable=quiet or not err.is_terminal,
+        redirect_stdout=False,
+        redirect_stderr=False,
     )
 
 
-def _report(
-    results, total: int, json_out: bool, dry_run: bool, verbose: bool, progress, task
-) -> int:
-    """Show each result as it comes (JSON on stdout, or lines on stderr), then a summary."""
-    import json
-    from dataclasses import asdict
+class _Report:
+    """Shows each result as it comes (JSON on stdout, or lines on stderr), then a summary."""
 
-    counts = {"ok": 0, "skipped": 0, "failed": 0, "dry-run": 0}
-    start = time.perf_counter()
-    say = progress.console.print
-    for r in results:
-        counts[r.status] += 1
-        if json_out:
-            print(json.dumps(asdict(r)), flush=True)
-        elif r.status == "dry-run":
-            print(f"{r.input} ({_wh(r.input_size)}) -> {r.output} ({_wh(r.output_size)})")
-        if r.status == "failed":
+    def __init__(self, json_out: bool, dry_run: bool, verbose: bool, quiet: bool, progress, task):
+        self.json_out, self.dry_run, self.verbose, self.quiet = json_out, dry_run, verbose, quiet
+        self.progress, self.task = progress, task
+        self.counts = {s: 0 for s in ("ok", "skipped", "failed", "dry-run")}
+        self.invalid = 0
+        self.start = time.perf_counter()
+
+    def add(self, r) -> None:
+        import json
+
+        self.counts[r.status.value] += 1
+        self.invalid += r.invalid
+        if self.json_out:
+            _stdout_line(json.dumps(r.to_json()))
+        elif r.status.value == "dry-run":
+            _stdout_line(f"{r.input} ({_wh(r.input_size)}) -> {r.output} ({_wh(r.output_size)})")
+        say = self.progress.console.print
+        for warning in r.warnings:
+            say(f"warning: {warning}", markup=False, soft_wrap=True)
+        if r.status.value == "failed":
             say(f"error: {r.error}", markup=False, soft_wrap=True)
-        elif r.status == "skipped":
+        elif self.quiet:
+            pass
+        elif r.status.value == "skipped":
             say(f"skipped: {r.error}", markup=False, soft_wrap=True)
-        elif r.status == "ok":
-            detail = f" on {r.device}, tile {r.tile}" if verbose else ""
+        elif r.status.value == "ok":
+            detail = f" on {r.device}, tile {r.tile}" if self.verbose else ""
             say(
                 f"{r.input}: {_wh(r.input_size)} -> {_wh(r.output_size)}, wrote {r.output} "
                 f"in {r.seconds:.2f} s{detail}",
                 markup=False,
                 soft_wrap=True,
             )
-        progress.advance(task)
-    if total > 1 or dry_run:
-        done = "would upscale" if dry_run else "upscaled"
-        n = counts["dry-run"] if dry_run else counts["ok"]
-        err.print(
-            f"{done} {n}, skipped {counts['skipped']}, failed {counts['failed']} "
-            f"of {total} in {time.perf_counter() - start:.1f} s",
-            markup=False,
-            soft_wrap=True,
-        )
-    return 1 if counts["failed"] else 0
+        self.progress.advance(self.task)
+
+    def summary(self, interrupted: bool = False) -> int:
+        """Print the summary line (batches, dry runs, interrupts); returns the exit code."""
+        c, total = self.counts, sum(self.counts.values())
+        if not self.quiet and (total > 1 or self.dry_run or interrupted):
+            done = "would upscale" if self.dry_run else "upscaled"
+            n = c["dry-run"] if self.dry_run else c["ok"]
+            stop = "interrupted after" if interrupted else "of"
+            err.print(
+                f"{done} {n}, skipped {c['skipped']}, failed {c['failed']} "
+                f"{stop} {total} in {time.perf_counter() - self.start:.1f} s",
+                markup=False,
+                soft_wrap=True,
+            )
+        return 2 if self.invalid else 1 if c["failed"] else 0
+
+
+def _stdout_line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def _parse_scales(text: str) -> list[float]:
@@ -284,12 +436,21 @@ def eval_(
     threads: Annotated[
         int, typer.Option(min=0, help="CPU threads for torch [default: 0, torch's choice].")
     ] = 0,
+    tta: Annotated[
+        bool, typer.Option(help="Score gsasr with the 8-fold flip/transpose ensemble.")
+    ] = False,
     weights: Annotated[
-        Path | None, typer.Option(help="Model weights (.safetensors) [default: shipped model].")
+        Path | None,
+        typer.Option(
+            help=r"Model weights (.safetensors) \[default: shipped model].", metavar="FILE"
+        ),
     ] = None,
 ) -> None:
     """Score bicubic, gsasr and optionally LIIF: Y-PSNR / SSIM at each scale, a Markdown table."""
     scale_list = _parse_scales(scales)
+    if not folder.is_dir():
+        raise UsageProblem(f"{folder}: not a folder")
+    _check_environment(device)
     for name, path in (("--json", json_path), ("--plot", plot)):
         if path is not None and not path.parent.is_dir():
             raise UsageProblem(f"{name} {path}: folder {path.parent} does not exist")
@@ -300,18 +461,22 @@ def eval_(
     import torch
 
     from . import evaluate as ev
+    from .api import load_model
+    from .jobs import list_images
+    from .options import UpscaleOptions
     from .upscale import resolve_device
-    from .weights_io import default_weights_path, load_model, sha256
+    from .weights_io import default_weights_path, sha256
 
     if threads:
         torch.set_num_threads(threads)
-    paths = ev.list_images(folder)
+    paths = list_images(folder)
     dev = resolve_device(device)
     weights_path = weights or default_weights_path()
     methods = {"bicubic": ev.bicubic_method()}
     if liif is not None:
         methods["liif"] = ev.liif_method(liif, dev)
-    methods["gsasr"] = ev.gsasr_method(load_model(weights_path, dev), dev)
+    model = load_model(weights_path, str(dev))
+    methods["gsasr"] = ev.gsasr_method(model, UpscaleOptions(tta=tta))
     failures: list[str] = []
 
     def on_error(message: str) -> None:
@@ -328,14 +493,14 @@ def eval_(
     records = ev.evaluate(paths, scale_list, methods, on_record=on_record, on_error=on_error)
     threads_used, digest = torch.get_num_threads(), sha256(weights_path)
     header = (
-        f"{len(paths)} images in {folder}; weights {weights_path.name} "
+        f"{len(paths)} images in {folder}; weights {weights_path.name}{' with TTA' if tta else ''} "
         f"(sha256 {digest[:12]}); {dev}, {threads_used} threads, "
         f"{platform.machine()}, torch {torch.__version__}"
     )
     print(f"# {header}\n")
     print(ev.markdown(records, list(methods), per_image))
     if json_path is not None:
-        meta = {"folder": str(folder), "weights": str(weights_path), "device": str(dev)}
+        meta = {"folder": str(folder), "weights": str(weights_path), "device": str(dev), "tta": tta}
         meta |= {"threads": threads_used, "weights_sha256": digest}
         ev.write_json(records, json_path, meta)
     if plot is not None and records:
@@ -397,29 +562,85 @@ def info() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one-line errors on stderr and honest exit codes (1 failure, 2 usage)."""
+    """Entry point: one-line errors on stderr and honest exit codes (1 failure, 2 usage,
+    130 interrupted, 143/129 terminated or hung up; outputs in progress are removed)."""
     command = typer.main.get_command(app)
+    previous = _signals_interrupt()
     try:
         code = command.main(args=argv, prog_name="gsasr", standalone_mode=False)
-    except UsageProblem as exc:
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+    except InvalidRequest as exc:  # UsageProblem included
+        _error(str(exc))
         sys.exit(2)
     except GsasrError as exc:
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        _error(str(exc))
         sys.exit(1)
     except UsageError as exc:
         if exc.ctx is not None and not exc.format_message():  # bare `gsasr`: show the help
             err.print(exc.ctx.get_help(), markup=False, highlight=False)
             sys.exit(2)
         hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
-        err.print(f"error: {exc.format_message()}{hint}", markup=False, soft_wrap=True)
+        _error(f"{exc.format_message()}{hint}")
         sys.exit(2)
     except ClickException as exc:
-        err.print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
+        _error(exc.format_message())
         sys.exit(exc.exit_code)
+    except _Terminated as exc:
+        _error(f"terminated by {exc.name}")
+        sys.exit(128 + exc.signum)
     except (KeyboardInterrupt, typer.Abort):
-        err.print("interrupted", markup=False)
+        _error("interrupted", prefix="")
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): stop quietly, as `cat` does.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+    except OSError as exc:  # stdout closed or full (>&-, > /dev/full)
+        _error(f"cannot write to standard output ({exc.strerror or exc})")
+        sys.exit(1)
+    finally:
+        _restore(previous)
     if code == 130:
-        err.print("interrupted", markup=False)
+        _error("interrupted", prefix="")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str, prefix: str = "error: ") -> None:
+    with contextlib.suppress(OSError, ValueError):
+        err.print(f"{prefix}{message}", markup=False, soft_wrap=True)
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so that partial outputs are removed."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signum)
+        self.signum, self.name = signum, signal.Signals(signum).name
+
+
+def _signals_interrupt() -> dict:
+    """Make SIGTERM and SIGHUP raise _Terminated; returns the handlers they had."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated(signum)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore(previous: dict) -> None:
+    import signal
+
+    for sig, handler in previous.items():
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            signal.signal(sig, handler)

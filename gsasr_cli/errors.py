@@ -7,5 +7,10 @@ class GsasrError(Exception):
     """A problem the user can act on; its message is one line naming the file and the problem."""
 
 
-class UsageProblem(GsasrError):
+class InvalidRequest(GsasrError, ValueError):
+    """A request that cannot be met as asked, whatever the input: an impossible size or
+    option, or one this machine cannot run (fp16 without CUDA). The CLI exits 2 for it."""
+
+
+class UsageProblem(InvalidRequest):
     """The command line asks for something impossible (exit code 2, not 1)."""

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from .errors import GsasrError
-from .imageio import FORMATS, Image, read_image, write_atomic
+from .imageio import read_image, write_atomic
 from .metrics import psnr_y, ssim_y
 from .model import GSASR
+from .options import DEFAULT_OPTIONS, UpscaleOptions
 from .resize import imresize
 
 # The scales of the evaluation table: the training range and three beyond it.
@@ -73,14 +74,19 @@ def bicubic_method() -> Method:
     return run
 
 
-def gsasr_method(model: GSASR, device: torch.device, tile: int | str = "auto") -> Method:
+def gsasr_method(model: GSASR, options: UpscaleOptions = DEFAULT_OPTIONS) -> Method:
     """gsasr as `gsasr upscale` runs it: exact tiles, auto-sized to the free memory."""
-    from .upscale import upscale_image
+    from .api import upscale
 
     def run(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        scale = (size[0] / lr.shape[0], size[1] / lr.shape[1])
-        image, _ = upscale_image(model, Image(lr, None, 8, False), size, scale, device, tile=tile)
-        return image.rgb
+        return upscale(
+            lr,
+            size=(size[1], size[0]),
+            model=model,
+            tile=options.tile,
+            precision=options.precision,
+            tta=options.tta,
+        )
 
     return run
 
@@ -95,19 +101,6 @@ def liif_method(liif_dir: Path, device: torch.device) -> Method:
         return liif_upscale(model, lr, size, device)
 
     return run
-
-
-def list_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise GsasrError(f"{folder}: not a folder")
-    paths = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith(".")
-    )
-    if not paths:
-        raise GsasrError(f"{folder}: no images ({', '.join(sorted(FORMATS))})")
-    return paths
 
 
 def evaluate(

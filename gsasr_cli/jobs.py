@@ -1,35 +1,75 @@
 """Batches: which inputs, which outputs, and running them one file at a time.
 
-The CLI turns its arguments into a list of `Job`s (`plan`), then `execute` runs them one
-file at a time: read, upscale, encode, write atomically. A failing file ends as a failed
-`Result` for that file only; the batch goes on. Nothing here prints: results come back as
+`plan` turns the inputs and a `Request` into `Job`s, streaming: folders are walked lazily
+and every output path is decided from the request alone (no image is opened), so a run
+over millions of files holds no list of them and a cluster driver can plan without
+reading pixels. Planning refuses what would lose data: an output that is an input of the
+run, two inputs with one output. `execute` then runs the jobs one file at a time: probe,
+check, read, upscale, encode, write atomically. A failing file ends as a failed `Result`
+for that file only; the batch goes on. Nothing here prints: results come back as
 `Result`s for the CLI to report.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import hashlib
+import os
+import re
+import string
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .errors import GsasrError, UsageProblem
-from .imageio import FORMATS, check_writable, decode, encode, read_image, write_atomic
-from .upscale import Sizing
+from .errors import GsasrError, InvalidRequest, UsageProblem
+from .imageio import FORMATS, Image, decode, encode, read_image, write_atomic
+from .options import DEFAULT_OPTIONS, UpscaleOptions
+from .upscale import MAX_OUTPUT_PIXELS, Sizing
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import GSASR
 
 STDIO = "-"
+TEMPLATE_FIELDS = ("stem", "suffix", "ext")
+
+
+class Status(str, Enum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    DRY_RUN = "dry-run"
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything that decides the jobs of a run, before any file is opened."""
+
+    sizing: Sizing
+    output: str | None = None  # file, folder, "-" (stdout), or None (beside each input)
+    fmt: str | None = None  # output format as an extension (".png"), or None: by input
+    recursive: bool = False
+    globs: tuple[str, ...] = ()  # keep only files matching one (name, or relative path)
+    excludes: tuple[str, ...] = ()  # drop files and folders matching one
+    follow_symlinks: bool = False
+    name: str | None = None  # output name template: {stem}, {suffix}, {ext}
+    overwrite: bool = False  # replace existing outputs
+    skip_existing: bool = False  # a single input whose output exists is skipped, not failed
 
 
 @dataclass(frozen=True)
 class Job:
-    """One input and where its result goes (None: stdin / stdout)."""
+    """One input and where its result goes."""
 
-    source: Path | None
-    output: Path | None
+    source: Path | None  # None: standard input
+    output: Path | None  # None: standard output
     ext: str  # output format, as an extension: ".png"
     batch: bool  # part of a folder or multi-file run: an existing output is skipped
-    create_dir: bool = False  # the output folder may be created (-o DIR/ or a batch)
+    problem: str | None = None  # refused when planning: the job fails without any work
 
     @property
     def name(self) -> str:
@@ -42,7 +82,7 @@ class Result:
 
     input: str
     output: str | None
-    status: str = "ok"  # ok | skipped | failed | dry-run
+    status: Status = Status.OK
     input_size: list[int] | None = None  # [width, height]
     output_size: list[int] | None = None
     scale: list[float] | None = None  # [x, y]
@@ -50,100 +90,294 @@ class Result:
     device: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    invalid: bool = False  # failed because the request cannot work for it (exit 2)
+
+    def to_json(self) -> dict[str, Any]:
+        record = asdict(self)
+        del record["invalid"]
+        record["status"] = self.status.value
+        return record
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    parts = path.relative_to(root).parts
-    return any(p.startswith(".") for p in parts)  # also AppleDouble "._name"
+# ---------------------------------------------------------------- planning
 
 
-def collect(
-    inputs: list[str], recursive: bool, globs: list[str]
-) -> list[tuple[Path | None, Path | None]]:
-    """Expand inputs into (file, root folder it was found under, or None) pairs."""
-    found: list[tuple[Path | None, Path | None]] = []
-    for item in inputs:
-        if item == STDIO:
-            found.append((None, None))
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A case-insensitive regex for a glob: `*` and `?` stay within a path segment,
+    `**/` spans any number of folders; a pattern without `/` matches the name alone."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
             continue
-        path = Path(item)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for candidate in sorted(path.glob(pattern)):
-                if not candidate.is_file() or _hidden(candidate, path):
-                    continue
-                if globs:
-                    if not any(fnmatch.fnmatch(candidate.name, g) for g in globs):
-                        continue
-                elif candidate.suffix.lower() not in FORMATS:
-                    continue
-                found.append((candidate, path))
-        elif path.exists():
-            found.append((path, None))
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end].replace("\\", "\\\\")
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = end
         else:
-            raise UsageProblem(f"{path}: no such file or folder")
-    return found
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.IGNORECASE | re.DOTALL)
 
 
-def plan(
-    inputs: list[str],
-    output: str | None,
-    sizing: Sizing,
-    fmt: str | None,
-    recursive: bool = False,
-    globs: list[str] | None = None,
-) -> list[Job]:
-    """Jobs for the command line's inputs; raises UsageProblem for impossible requests."""
-    ext = _format_ext(fmt) if fmt else None
-    sources = collect(inputs, recursive, globs or [])
-    if not sources:
-        raise UsageProblem("no input image matched")
-    batch = len(sources) > 1 or any(root is not None for _, root in sources)
-    if batch and any(src is None for src, _ in sources):
+class _Filter:
+    """Which files of a folder walk are inputs."""
+
+    def __init__(self, globs: Iterable[str], excludes: Iterable[str]) -> None:
+        self.globs = [(("/" in g), _glob_regex(g)) for g in globs]
+        self.excludes = [(("/" in g), _glob_regex(g)) for g in excludes]
+
+    @staticmethod
+    def _hit(rules: list[tuple[bool, re.Pattern[str]]], rel: str) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        return any(rx.match(rel if full else name) for full, rx in rules)
+
+    def excluded(self, rel: str) -> bool:
+        return self._hit(self.excludes, rel)
+
+    def wanted(self, rel: str) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        if name.startswith(".") or self.excluded(rel):  # hidden, also AppleDouble "._name"
+            return False
+        if self.globs:
+            return self._hit(self.globs, rel)
+        return Path(name).suffix.lower() in FORMATS
+
+
+def walk(
+    root: Path, recursive: bool, keep: _Filter, follow: bool, skip: set[Path]
+) -> Iterator[Path]:
+    """The input files below `root`, in sorted order, lazily; `skip` folders are left out."""
+    stack = [(root, "")]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:  # a symlink loop
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            sub = f"{rel}{entry.name}"
+            try:
+                is_dir = entry.is_dir(follow_symlinks=follow)
+                is_file = entry.is_file(follow_symlinks=follow)
+            except OSError:
+                continue
+            if is_dir:
+                if recursive and not entry.name.startswith(".") and not keep.excluded(sub):
+                    path = Path(entry.path)
+                    if path.resolve() not in skip:
+                        subdirs.append((path, sub + "/"))
+            elif is_file and keep.wanted(sub):
+                yield Path(entry.path)
+        stack.extend(reversed(subdirs))  # depth-first, in name order
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """The images of `folder` as a batch run would find them (hidden files left out)."""
+    if not folder.is_dir():
+        raise GsasrError(f"{folder}: not a folder")
+    paths = list(walk(folder, recursive, _Filter((), ()), False, set()))
+    if not paths:
+        raise GsasrError(f"{folder}: no images ({', '.join(sorted(FORMATS))})")
+    return paths
+
+
+def plan(inputs: list[str], req: Request) -> Iterator[Job]:
+    """Jobs for `inputs` (files, folders, "-"), streaming. Raises UsageProblem up front for
+    a request that cannot work at all; a job that would lose data carries a `problem`."""
+    ext = format_ext(req.fmt) if req.fmt else None
+    _check_template(req.name)
+    if not inputs:
+        raise UsageProblem("no input given")
+    folders = [Path(i) for i in inputs if i != STDIO and Path(i).is_dir()]
+    for item in inputs:
+        if item != STDIO and not os.path.lexists(item):
+            raise UsageProblem(f"{item}: no such file or folder")
+    batch = len(inputs) > 1 or bool(folders)
+    if batch and STDIO in inputs:
         raise UsageProblem("standard input (-) cannot be combined with other inputs")
-    if output == STDIO:
+    if req.output == STDIO:
         if batch:
             raise UsageProblem("-o - writes one image to standard output; give one input")
         if ext is None:
             raise UsageProblem("-o - needs --format (png, jpg, webp, tif or bmp)")
-        if sys.stdout.isatty():
-            raise UsageProblem("refusing to write image data to a terminal; redirect or pipe it")
-        return [Job(sources[0][0], None, ext, False)]
-    out_dir = Path(output) if output is not None else None
-    if batch and (out_dir is None or (out_dir.exists() and not out_dir.is_dir())):
-        raise UsageProblem("several inputs or a folder need -o DIR")
-    jobs = []
-    for src, root in sources:
-        if src is None:
-            if output is None:
-                raise UsageProblem("standard input needs -o FILE or -o -")
-            target = Path(output)
-            jobs.append(Job(None, target, ext or _ext_of(target), False))
-        elif batch:
-            assert out_dir is not None
-            rel = src.relative_to(root) if root is not None else Path(src.name)
-            out_ext = ext or _writable_ext(src)
-            jobs.append(Job(src, (out_dir / rel).with_suffix(out_ext), out_ext, True))
-        elif out_dir is not None and (out_dir.is_dir() or str(output).endswith("/")):
-            out_ext = ext or _writable_ext(src)
-            jobs.append(Job(src, out_dir / (src.stem + out_ext), out_ext, False, True))
-        elif out_dir is not None:
-            jobs.append(Job(src, out_dir, ext or _ext_of(out_dir), False))
+    out = Path(req.output) if req.output not in (None, STDIO) else None
+    to_folder = out is not None and (batch or out.is_dir() or str(req.output).endswith(os.sep))
+    if folders and out is None:
+        raise UsageProblem("a folder input needs -o DIR for its outputs")
+    if batch and out is not None and not to_folder:
+        raise UsageProblem("several inputs or a folder need -o DIR, not a file")
+    if out is not None and not to_folder and ext is not None and out.suffix.lower() in FORMATS:
+        if FORMATS[out.suffix.lower()][0] != FORMATS[ext][0]:
+            raise UsageProblem(f"-o {out} and --format {req.fmt} disagree; give one of them")
+    keep = _Filter(req.globs, req.excludes)
+    skip = {out.resolve()} if to_folder and out is not None else set()
+    is_input = _InputTest(inputs, req.recursive, keep)
+    planned = _Outputs()
+    for src, root in _sources(inputs, req, keep, skip):
+        job = _job(src, root, req, ext, out, to_folder, batch)
+        if job.output is not None and job.problem is None:
+            job = _refuse_losses(job, is_input, planned)
+        yield job
+
+
+def _sources(
+    inputs: list[str], req: Request, keep: _Filter, skip: set[Path]
+) -> Iterator[tuple[Path | None, Path | None]]:
+    for item in inputs:
+        if item == STDIO:
+            yield None, None
+            continue
+        path = Path(item)
+        if path.is_dir():
+            for f in walk(path, req.recursive, keep, req.follow_symlinks, skip):
+                yield f, path
         else:
-            jobs.append(
-                Job(src, None, ext or _writable_ext(src), False)
-            )  # named once size is known
-    return jobs
+            yield path, None
 
 
-def _format_ext(fmt: str) -> str:
+def _job(
+    src: Path | None,
+    root: Path | None,
+    req: Request,
+    ext: str | None,
+    out: Path | None,
+    to_folder: bool,
+    batch: bool,
+) -> Job:
+    if src is None:  # standard input
+        if req.output is None:
+            raise UsageProblem("standard input needs -o FILE or -o -")
+        if out is None:
+            assert ext is not None
+            return Job(None, None, ext, False)
+        if to_folder:
+            raise UsageProblem("standard input needs -o FILE (a file name, not a folder)")
+        return Job(None, out, ext or output_ext(out), False)
+    out_ext = ext or _ext_like(src)
+    if req.output == STDIO:
+        return Job(src, None, out_ext, False)
+    if out is not None and not to_folder:
+        return Job(src, out, ext or output_ext(out), False)
+    if out is not None:  # into a folder: mirror the tree below a folder input
+        rel = src.relative_to(root).parent if root is not None else Path()
+        name = render_name(req.name or "{stem}{ext}", src, "", out_ext)
+        return Job(src, out / rel / name, out_ext, batch)
+    name = render_name(req.name or "{stem}{suffix}{ext}", src, req.sizing.suffix(), out_ext)
+    return Job(src, src.with_name(name), out_ext, batch)
+
+
+def render_name(template: str, src: Path, suffix: str, ext: str) -> str:
+    """An output file name from a template of {stem}, {suffix} (`_x3.7`) and {ext} (`.png`)."""
+    return template.format(stem=src.stem, suffix=suffix, ext=ext)
+
+
+def _check_template(template: str | None) -> None:
+    if template is None:
+        return
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise UsageProblem(f"--name {template!r}: {exc}") from exc
+    unknown = names - set(TEMPLATE_FIELDS)
+    if unknown or "/" in template or os.sep in template or "{stem}" not in template:
+        raise UsageProblem(
+            f"--name {template!r}: use {{stem}} and optionally {{suffix}} and {{ext}}, "
+            "no folders, e.g. '{stem}_big{ext}'"
+        )
+
+
+class _InputTest:
+    """Whether a path is one of this run's inputs, without listing them all."""
+
+    def __init__(self, inputs: list[str], recursive: bool, keep: _Filter) -> None:
+        self.files = {Path(i).resolve() for i in inputs if i != STDIO and not Path(i).is_dir()}
+        self.folders = [Path(i).resolve() for i in inputs if i != STDIO and Path(i).is_dir()]
+        self.recursive, self.keep = recursive, keep
+
+    def __call__(self, path: Path) -> bool:
+        p = path.resolve()
+        if p in self.files:
+            return True
+        for folder in self.folders:
+            try:
+                rel = p.relative_to(folder)
+            except ValueError:
+                continue
+            if (self.recursive or len(rel.parts) == 1) and self.keep.wanted(rel.as_posix()):
+                return True
+        return False
+
+
+class _Outputs:
+    """The outputs planned so far, as 16-byte digests (about 40 MB per million)."""
+
+    def __init__(self) -> None:
+        self.owner: dict[bytes, str] = {}
+
+    def claim(self, output: Path, name: str) -> str | None:
+        """Record `output` for input `name`; the earlier input's name if it is taken."""
+        key = hashlib.blake2b(os.fsencode(os.path.abspath(output)), digest_size=16).digest()
+        prior = self.owner.get(key)
+        if prior is None:
+            self.owner[key] = name
+        return prior
+
+
+def _refuse_losses(job: Job, is_input: _InputTest, planned: _Outputs) -> Job:
+    assert job.output is not None
+    if job.source is not None and _same_file(job.output, job.source):
+        return _with_problem(job, f"{job.output}: is the input itself; refusing to replace it")
+    if is_input(job.output) and job.output.exists():
+        return _with_problem(job, f"{job.output}: is an input of this run; refusing to replace it")
+    prior = planned.claim(job.output, job.name)
+    if prior is not None:
+        return _with_problem(job, f"{job.output}: also the output of {prior}; not written twice")
+    return job
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _with_problem(job: Job, problem: str) -> Job:
+    return Job(job.source, job.output, job.ext, job.batch, problem)
+
+
+def format_ext(fmt: str) -> str:
+    """--format's value as an output extension (".png")."""
     ext = "." + fmt.lower().lstrip(".")
     if ext not in FORMATS:
         raise UsageProblem(f"--format {fmt}: use one of png, jpg, webp, tif, bmp")
     return ext
 
 
-def _ext_of(path: Path) -> str:
+def output_ext(path: Path) -> str:
+    """The format of an output file name, by its extension."""
     if path.suffix.lower() not in FORMATS:
         raise UsageProblem(
             f"{path}: unsupported output format {path.suffix or '(no extension)'}; "
@@ -152,108 +386,143 @@ def _ext_of(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _writable_ext(src: Path) -> str:
+def _ext_like(src: Path) -> str:
     return src.suffix.lower() if src.suffix.lower() in FORMATS else ".png"
 
 
-def output_for(job: Job, sizing: Sizing, out_size: tuple[int, int]) -> Path | None:
-    """The output path; a single input without -o goes beside it, named by the size."""
-    if job.output is not None or job.source is None:
-        return job.output
-    return job.source.with_name(job.source.stem + sizing.suffix(out_size) + job.ext)
+# ---------------------------------------------------------------- running
 
 
-def prepare(
-    job: Job, sizing: Sizing, overwrite: bool, stdin: bytes | None = None, dry_run: bool = False
-):
-    """Read and check one job before any model work: (image, out path, out size, scale).
+@dataclass(frozen=True)
+class Settings:
+    """How the jobs of a run are executed (the model side and the encoder side)."""
 
-    Raises GsasrError (the file fails) or `Skip` (the output exists in a batch run).
-    """
-    image = read_image(job.source) if job.source is not None else decode(stdin or b"", "<stdin>")
-    h, w = image.size
-    out_size, scale = sizing.target(h, w)
-    if min(scale) < 1:
-        raise GsasrError(
-            f"{job.name}: {w}x{h} -> {out_size[1]}x{out_size[0]} would shrink the "
-            "image; gsasr only enlarges"
-        )
-    out = output_for(job, sizing, out_size)
-    if out is not None:
-        if job.source is not None and out.exists() and out.resolve() == job.source.resolve():
-            raise GsasrError(f"{out}: refusing to overwrite the input image")
-        if out.exists() and not overwrite:
-            if job.batch:
-                raise Skip(f"{out}: exists (use --overwrite to replace it)")
-            raise GsasrError(f"{out}: output exists (use --overwrite to replace it)")
-        if not dry_run:
-            if job.batch or job.create_dir:
-                out.parent.mkdir(parents=True, exist_ok=True)
-            check_writable(out.parent, str(out))
-    return image, out, out_size, scale
+    options: UpscaleOptions = DEFAULT_OPTIONS
+    device: str = "auto"
+    weights: Path | None = None
+    quality: int = 95
+    dry_run: bool = False
+    max_output_pixels: int = MAX_OUTPUT_PIXELS
 
 
 class Skip(Exception):
-    """The job's output already exists and --overwrite was not given."""
+    """The job's output already exists and is not to be replaced."""
 
 
-def finish(result_image, job: Job, out: Path | None, quality: int) -> None:
-    """Encode and write one result (atomically), or send it to standard output."""
-    data = encode(result_image, job.ext, quality)
-    if out is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        write_atomic(out, data)
+class Runner:
+    """Runs jobs one file at a time; loads the model on the first file that needs it."""
 
+    def __init__(
+        self,
+        req: Request,
+        settings: Settings,
+        *,
+        model: GSASR | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
+        stdin: Callable[[], bytes] | None = None,
+        stdout: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.req, self.settings, self.model = req, settings, model
+        self.on_tile = on_tile
+        self.read_stdin = stdin or (lambda: sys.stdin.buffer.read())
+        self.write_stdout = stdout or _write_stdout
+        self.device: torch.device | None = None
 
-def execute(
-    jobs: list[Job],
-    sizing: Sizing,
-    *,
-    overwrite: bool,
-    dry_run: bool,
-    quality: int,
-    alpha: str,
-    device: str,
-    weights: Path | None,
-    tile: int | str = "auto",
-    precision: str = "fp32",
-    on_tile=None,
-):
-    """Run the jobs one by one, yielding a Result for each; a failure stops only its file.
+    def load(self) -> GSASR:
+        """The model, loaded once (also to fail early on bad weights or device)."""
+        if self.model is None:
+            from .api import load_model
+            from .tiling import autocast_dtype
+            from .upscale import resolve_device
 
-    The model is loaded once, before the first file, and not at all for a dry run.
-    """
-    from .tiling import autocast_dtype
-    from .upscale import resolve_device, upscale_image
-    from .weights_io import load_model
+            self.device = resolve_device(self.settings.device)
+            autocast_dtype(self.settings.options.precision, self.device)
+            self.model = load_model(self.settings.weights, str(self.device))
+        if self.device is None:
+            self.device = next(self.model.parameters()).device
+        return self.model
 
-    model = dev = None
-    if not dry_run:
-        dev = resolve_device(device)
-        autocast_dtype(precision, dev)  # an impossible precision fails before any file
-        model = load_model(weights, dev)
-    stdin = sys.stdin.buffer.read() if any(j.source is None for j in jobs) else None
-    for job in jobs:
+    def run(self, job: Job) -> Result:
+        """One job, start to finish; every problem ends in the Result, never raised."""
         start = time.perf_counter()
-        result = Result(input=job.name, output=None, device=str(dev) if dev else None)
+        r = Result(job.name, str(job.output) if job.output is not None else "<stdout>")
         try:
-            image, out, out_size, scale = prepare(job, sizing, overwrite, stdin, dry_run)
-            result.output = str(out) if out is not None else "<stdout>"
-            result.input_size = [image.size[1], image.size[0]]
-            result.output_size = [out_size[1], out_size[0]]
-            result.scale = [scale[1], scale[0]]
-            if dry_run:
-                result.status = "dry-run"
-            else:
-                upscaled, result.tile = upscale_image(
-                    model, image, out_size, scale, dev, alpha, tile, precision, on_tile
-                )
-                finish(upscaled, job, out, quality)
+            if job.problem is not None:
+                raise GsasrError(job.problem)
+            self._run(job, r)
         except Skip as exc:
-            result.status, result.error = "skipped", str(exc)
+            r.status, r.error = Status.SKIPPED, str(exc)
         except GsasrError as exc:
-            result.status, result.error = "failed", str(exc)
-        result.seconds = round(time.perf_counter() - start, 3)
-        yield result
+            r.status, r.error, r.invalid = Status.FAILED, str(exc), isinstance(exc, InvalidRequest)
+            if isinstance(exc, InvalidRequest) and job.source is not None:
+                r.error = f"{job.name}: {exc}"
+        r.seconds = round(time.perf_counter() - start, 3)
+        return r
+
+    def _run(self, job: Job, r: Result) -> None:
+        req, settings = self.req, self.settings
+        if job.output is not None and job.output.exists() and not req.overwrite:
+            if job.batch or req.skip_existing:
+                raise Skip(f"{job.output}: exists (use --overwrite to replace it)")
+            raise GsasrError(f"{job.output}: output exists (use --overwrite to replace it)")
+        image = self._read(job)
+        h, w = image.size
+        out_size, scale = req.sizing.target(h, w, max_pixels=settings.max_output_pixels)
+        r.input_size, r.output_size, r.scale = (
+            [w, h],
+            [out_size[1], out_size[0]],
+            [scale[1], scale[0]],
+        )
+        if job.output is not None:
+            _check_output_folder(job.output, create=not settings.dry_run)
+        if settings.dry_run:
+            r.status = Status.DRY_RUN
+            return
+        from .upscale import upscale_image
+
+        model = self.load()
+        assert self.device is not None
+        r.device = str(self.device)
+        result, r.tile = upscale_image(
+            model, image, out_size, scale, self.device, settings.options, self.on_tile
+        )
+        data = encode(result, job.ext, settings.quality)
+        if job.output is None:
+            self.write_stdout(data)
+        else:
+            write_atomic(job.output, data)
+
+    def _read(self, job: Job) -> Image:
+        if job.source is None:
+            return decode(self.read_stdin(), "<stdin>")
+        return read_image(job.source)
+
+
+def execute(jobs: Iterable[Job], runner: Runner) -> Iterator[Result]:
+    """Run the jobs one by one, yielding a Result for each; a failure stops only its file."""
+    for job in jobs:
+        yield runner.run(job)
+
+
+def _check_output_folder(output: Path, create: bool) -> None:
+    """Make (or, without `create`, check makeable) the output's folder; GsasrError if not."""
+    folder = output.parent
+    probe = folder
+    while not probe.exists():  # the nearest existing ancestor decides
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise GsasrError(f"{output}: cannot write ({probe} is a file, not a folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise GsasrError(f"{output}: cannot write ({probe} is not writable)")
+    if create and not folder.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GsasrError(f"{output}: cannot create {folder} ({exc.strerror or exc})") from exc
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()

@@ -42,6 +42,15 @@ _NEIGHBORS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx
 _NORMALIZE_EPS = 1e-4
 
 
+_INT_BOUNDS = (
+    ("n_feats", 1, 512),
+    ("n_resblocks", 0, 128),
+    ("decoder_blocks", 0, 64),
+    ("grid", 1, 8),
+    ("radius", 1, 4),
+)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyperparameters; saved in the weights file's metadata and read back from it."""
@@ -57,6 +66,16 @@ class ModelConfig:
     render: str = "normalized"  # one of RENDER_MODES
 
     def __post_init__(self) -> None:
+        # Bounds that keep a model buildable in memory and renderable by the kernels.
+        for name, lo, hi in _INT_BOUNDS:
+            value = getattr(self, name)
+            if not (isinstance(value, int) and lo <= value <= hi):
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+        if not (0 < self.sigma_min < self.sigma_max <= self.radius):
+            raise ValueError(
+                f"need 0 < sigma_min < sigma_max <= radius, got {self.sigma_min}, "
+                f"{self.sigma_max}, {self.radius}"
+            )
         if self.color not in COLOR_MODES:
             raise ValueError(f"color must be one of {COLOR_MODES}, got {self.color!r}")
         if self.render not in RENDER_MODES:
@@ -221,9 +240,13 @@ def _colors(lr: Tensor, raw: Tensor, mode: str) -> Tensor:
     # the image's edge adds no colour. [B, H, W, 8, 3]
     h, w = lr.shape[-2:]
     padded = torch.nn.functional.pad(lr, (1, 1, 1, 1), mode="replicate")
-    diffs = torch.stack(
-        [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBORS], dim=-1
-    ).permute(0, 2, 3, 4, 1) - centre
+    diffs = (
+        torch.stack(
+            [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBORS],
+            dim=-1,
+        ).permute(0, 2, 3, 4, 1)
+        - centre
+    )
     return centre + torch.einsum("bhwgn,bhwnc->bhwgc", raw, diffs)
 
 

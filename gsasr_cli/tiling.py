@@ -28,17 +28,19 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from gsasr_kernels import axis_map
 
-from .errors import GsasrError
+from .errors import GsasrError, InvalidRequest
 from .model import GSASR, ModelConfig
+from .options import Precision
+from .tta import ENSEMBLE, IDENTITY, Transform
 
 MIN_TILE = 16  # below this the halo dominates the work; give up instead
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+_AUTOCAST = {Precision.FP32: None, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 
 # Peak memory of one tile, fp32 (see `tile_bytes`). Measured on the CPU with
 # `benchmarks/bench_memory.py --cost-model` (peak RSS growth of fresh processes, output
@@ -85,17 +87,18 @@ def halo(cfg: ModelConfig) -> int:
     return sum(receptive_radii(cfg)) + cfg.radius
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: Precision | str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`, None for fp32; raises if unsupported."""
-    if precision not in PRECISIONS:
-        raise GsasrError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
+    precision = Precision(precision)
+    dtype = _AUTOCAST[precision]
     if dtype is None:
         return None
     if device.type != "cuda":
-        raise GsasrError(f"--precision {precision} needs a CUDA device; on {device.type} use fp32")
+        raise InvalidRequest(
+            f"{precision.value} inference needs a CUDA device; on {device.type} use fp32"
+        )
     if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise GsasrError(f"--precision bf16: {torch.cuda.get_device_name(device)} lacks bf16")
+        raise InvalidRequest(f"{torch.cuda.get_device_name(device)} does not support bf16")
     return dtype
 
 
@@ -173,44 +176,71 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def render_region(
-    model: GSASR,
-    rgb: np.ndarray,  # [H, W, 3] float32 in [0, 1], the whole LR image
-    region: tuple[int, int, int, int],  # (y0, y1, x0, x1): the tile's own LR cells
-    out_rows: tuple[int, int],  # [o0, o1): output rows whose LR cell is in [y0, y1)
-    out_cols: tuple[int, int],
-    scale: tuple[float, float],
-    device: torch.device,
-    dtype: torch.dtype | None,
-) -> np.ndarray:  # [o1 - o0, p1 - p0, 3] float32
-    """Run the network on a tile plus its halo and render the tile's own output pixels."""
-    cfg, (h, w, _) = model.cfg, rgb.shape
+@dataclass(frozen=True)
+class Tile:
+    """A tile's own LR cells and the output pixels whose LR cell lies among them."""
+
+    cells: tuple[int, int, int, int]  # (y0, y1, x0, x1)
+    rows: tuple[int, int]  # output rows [o0, o1)
+    cols: tuple[int, int]  # output columns [p0, p1)
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What every tile of one image is rendered with."""
+
+    model: GSASR
+    rgb: np.ndarray  # [H, W, 3] float32 in [0, 1], the whole LR image
+    scale: tuple[float, float]
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype of the network, None for fp32
+    transforms: tuple[Transform, ...]  # (IDENTITY,), or the self-ensemble
+    on_pass: Callable[[int], None] | None = None  # called with k after the k-th transform
+
+
+def render_region(run: _Pass, tile: Tile) -> np.ndarray:  # [o1 - o0, p1 - p0, 3] float32
+    """Run the network on a tile plus its halo and render the tile's own output pixels,
+    averaged over `run.transforms`."""
+    model, (h, w, _) = run.model, run.rgb.shape
+    cfg = model.cfg
     enc, dec = receptive_radii(cfg)
     # Three nested windows, clipped to the image: the cells rendered from (tile + radius),
     # the cells decoded (+ the decoder's radius), the cells encoded (+ the encoder's).
-    ny0, ny1, nx0, nx1 = _widen(region, cfg.radius, h, w)
+    ny0, ny1, nx0, nx1 = _widen(tile.cells, cfg.radius, h, w)
     dy0, dy1, dx0, dx1 = _widen((ny0, ny1, nx0, nx1), dec, h, w)
-    if device.type == "cpu":
+    if run.device.type == "cpu":
         dy0, dy1, dx0, dx1 = _same_cpu_backend((dy0, dy1, dx0, dx1), h, w)
     cy0, cy1, cx0, cx1 = _widen((dy0, dy1, dx0, dx1), enc, h, w)
-    lr = torch.from_numpy(np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1]))
-    lr = lr.permute(2, 0, 1)[None].to(device)
+    lr = torch.from_numpy(np.ascontiguousarray(run.rgb[cy0:cy1, cx0:cx1]))
+    lr = lr.permute(2, 0, 1)[None].to(run.device)
+    # The decoder only needs the encoder's output on its own (smaller) window.
+    sy, sx = slice(dy0 - cy0, dy1 - cy0), slice(dx0 - cx0, dx1 - cx0)
+    (o0, o1), (p0, p1) = tile.rows, tile.cols
+    rows = axis_map(o1 - o0, run.scale[0], h, out_start=o0, lr_start=ny0)
+    cols = axis_map(p1 - p0, run.scale[1], w, out_start=p0, lr_start=nx0)
     amp = (
-        torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        torch.autocast(run.device.type, dtype=run.dtype)
+        if run.dtype is not None
+        else contextlib.nullcontext()
     )
-    with amp:
-        feat = model.encoder(lr)
-        # The decoder only needs the encoder's output on its own (smaller) window.
-        sy, sx = slice(dy0 - cy0, dy1 - cy0), slice(dx0 - cx0, dx1 - cx0)
-        field = model.decode(lr[:, :, sy, sx], feat[:, :, sy, sx], scale)
-    del feat, lr
-    # float32 to render: autocast may leave fp16/bf16.
-    field = field.crop(ny0 - dy0, ny1 - dy0, nx0 - dx0, nx1 - dx0).float()
-    (o0, o1), (p0, p1) = out_rows, out_cols
-    rows = axis_map(o1 - o0, scale[0], h, out_start=o0, lr_start=ny0)
-    cols = axis_map(p1 - p0, scale[1], w, out_start=p0, lr_start=nx0)
-    out = model.render(field, rows, cols)
-    return out[0].permute(1, 2, 0).float().cpu().numpy()
+    total = None
+    for k, t in enumerate(run.transforms, 1):
+        with amp:
+            feat = t.inverse_image(model.encoder(t.image(lr)))
+            field = model.decode(
+                t.image(lr[:, :, sy, sx]), t.image(feat[:, :, sy, sx]), t.scale(run.scale)
+            )
+        del feat
+        # float32 to render: autocast may leave fp16/bf16.
+        field = t.inverse_field(field).crop(ny0 - dy0, ny1 - dy0, nx0 - dx0, nx1 - dx0).float()
+        out = model.render(field, rows, cols)
+        total = out if total is None else total + out
+        if run.on_pass is not None:
+            run.on_pass(k)
+    assert total is not None
+    if len(run.transforms) > 1:
+        total = total / len(run.transforms)
+    return total[0].permute(1, 2, 0).float().cpu().numpy()
 
 
 def _widen(window: tuple[int, ...], by: int, h: int, w: int) -> tuple[int, int, int, int]:
@@ -267,22 +297,38 @@ def _output_span(cells: np.ndarray, c0: int, c1: int) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def upscale_tiled_result(
+def upscale_tiled(
     model: GSASR,
     rgb: np.ndarray,  # [H, W, 3] float32 in [0, 1]
     out_size: tuple[int, int],
     scale: tuple[float, float],
     device: torch.device,
-    tile: int,
+    tile: int = 0,
     *,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.FP32,
+    tta: bool = False,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> TiledResult:
-    """`upscale_tiled`, returning the image with the tile used and what was retried."""
+    """Render `rgb` at `out_size` in LR tiles of `tile` x `tile` cells (0: untiled); the
+    tiled output equals the untiled one exactly.
+
+    Output pixel j samples LR coordinate (j + 0.5) / scale. `precision` fp16/bf16 runs the
+    network under autocast (CUDA only); a tile that comes out non-finite is redone in fp32.
+    `tta` averages the 8 flips and transposes (see `tta.py`). `on_tile(done, total)` is
+    called after each tile, or with `tta` after each of its 8 passes (counting passes);
+    an out-of-memory error halves the tile and retries.
+    """
     h, w = rgb.shape[:2]
     if tile < 0 or 0 < tile < MIN_TILE:
-        raise GsasrError(f"--tile {tile}: use 0 (untiled), auto, or at least {MIN_TILE}")
-    dtype = autocast_dtype(precision, device)
+        raise ValueError(f"tile side {tile}: use 0 (untiled) or at least {MIN_TILE}")
+    run = _Pass(
+        model,
+        rgb,
+        scale,
+        device,
+        autocast_dtype(precision, device),
+        ENSEMBLE if tta else (IDENTITY,),
+    )
     tile = tile or max(h, w)
     ho, wo = out_size
     row_cells = axis_map(ho, scale[0], h).cell.numpy()
@@ -292,16 +338,22 @@ def upscale_tiled_result(
     done = retries = fallbacks = 0
     while pending:
         region = pending[0]
-        spans = (_output_span(row_cells, *region[:2]), _output_span(col_cells, *region[2:]))
-        (o0, o1), (p0, p1) = spans
+        part = Tile(
+            region, _output_span(row_cells, *region[:2]), _output_span(col_cells, *region[2:])
+        )
+        (o0, o1), (p0, p1) = part.rows, part.cols
         oom: BaseException | None = None
+        passes = len(run.transforms)
+        if on_tile is not None and passes > 1:  # progress in transform passes
+            ahead, todo = done * passes, (done + len(pending)) * passes
+            run = replace(run, on_pass=lambda k: on_tile(ahead + k, todo))
         if o1 > o0 and p1 > p0:  # a tile can own no output pixel when the scale is below 1
             try:
-                part = render_region(model, rgb, region, *spans, scale, device, dtype)
-                if dtype is not None and not np.isfinite(part).all():
-                    part = render_region(model, rgb, region, *spans, scale, device, None)
+                pixels = render_region(run, part)
+                if run.dtype is not None and not np.isfinite(pixels).all():
+                    pixels = render_region(replace(run, dtype=None, on_pass=None), part)
                     fallbacks += 1
-                out[o0:o1, p0:p1] = part
+                out[o0:o1, p0:p1] = pixels
             except (RuntimeError, MemoryError) as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -322,29 +374,6 @@ def upscale_tiled_result(
             continue
         pending.popleft()
         done += 1
-        if on_tile is not None:
+        if on_tile is not None and passes == 1:
             on_tile(done, done + len(pending))
     return TiledResult(out, tile, done, retries, fallbacks)
-
-
-def upscale_tiled(
-    model: GSASR,
-    rgb: np.ndarray,  # [H, W, 3] float32 in [0, 1]
-    out_size: tuple[int, int],
-    scale: tuple[float, float],
-    device: torch.device,
-    tile: int,
-    *,
-    precision: str = "fp32",
-    on_tile: Callable[[int, int], None] | None = None,
-) -> np.ndarray:  # [Ho, Wo, 3] float32, not clamped
-    """`upscale_rgb` in LR tiles of `tile` x `tile` cells (0: untiled), with identical output.
-
-    Output pixel j samples LR coordinate (j + 0.5) / scale. `precision` fp16/bf16 runs the
-    network under autocast (CUDA only); a tile that comes out non-finite is redone in fp32.
-    `on_tile(done, total)` is called after each tile. See `upscale_tiled_result` for the
-    tile finally used.
-    """
-    return upscale_tiled_result(
-        model, rgb, out_size, scale, device, tile, precision=precision, on_tile=on_tile
-    ).image

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from gsasr_kernels import axis_map
@@ -35,8 +34,7 @@ from gsasr_kernels import axis_map
 from .checkpoint import Checkpoint, load_checkpoint, load_into, model_state, save_checkpoint
 from .errors import GsasrError
 from .grow import grow
-from .imageio import FORMATS
-from .model import COLOR_MODES, RENDER_MODES, GSASR, GaussianField, ModelConfig
+from .model import COLOR_MODES, GSASR, RENDER_MODES, GaussianField, ModelConfig
 from .resize import imresize
 from .weights_io import load_model, save_weights
 
@@ -74,18 +72,15 @@ class TrainConfig:
 
 
 def load_images(folder: Path) -> list[np.ndarray]:
-    """All images of `folder` as RGB uint8 arrays."""
-    if not folder.is_dir():
-        raise GsasrError(f"{folder}: not a folder (build it with scripts/build_dataset.py)")
-    images = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in FORMATS:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is not None:
-                images.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-    if not images:
-        raise GsasrError(f"{folder}: no training images")
-    return images
+    """All images of `folder` (as a batch run lists and reads them) as RGB uint8 arrays."""
+    from .imageio import read_image
+    from .jobs import list_images
+
+    try:
+        paths = list_images(folder)
+    except GsasrError as exc:
+        raise GsasrError(f"{exc} (build it with scripts/build_dataset.py)") from exc
+    return [np.rint(read_image(p).rgb * 255.0).astype(np.uint8) for p in paths]
 
 
 class PatchSampler:
@@ -271,8 +266,9 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
         type=Path,
         help="also save a compact checkpoint (no Adam state) here [the --resume file, if any]",
     )
-    hyper = ap.add_argument_group("hyperparameters (stored in the checkpoint; when resuming, "
-                                  "only those given change)")
+    hyper = ap.add_argument_group(
+        "hyperparameters (stored in the checkpoint; when resuming, only those given change)"
+    )
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -298,7 +294,9 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
 def _train_config(args: argparse.Namespace, stored: dict[str, object] | None) -> TrainConfig:
     base = TrainConfig(**stored) if stored else TrainConfig()
     given = {
-        f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if getattr(args, f.name) is not None
     }
     if args.train_encoder and "encoder_lr" not in given:
         given["encoder_lr"] = (given.get("lr") or base.lr) / 10

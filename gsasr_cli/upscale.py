@@ -8,12 +8,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from gsasr_kernels import axis_map
 
-from .errors import GsasrError
+from .errors import GsasrError, InvalidRequest
 from .imageio import Image
 from .model import GSASR
+from .options import DEFAULT_OPTIONS, AlphaMode, UpscaleOptions
 from .resize import imresize
+
+# The largest output gsasr makes: 400 megapixels (20000 x 20000), whose float32
+# result alone takes 4.8 GB; beyond it, raise `max_pixels` explicitly.
+MAX_OUTPUT_PIXELS = 400_000_000
+_MAX_SIDE = 1 << 31  # no image side beyond this, whatever the pixel budget
 
 
 def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -33,62 +38,113 @@ class Sizing:
     width: int | None = None  # height follows, aspect ratio kept
     height: int | None = None  # width follows, aspect ratio kept
     size: tuple[int, int] | None = None  # (width, height), exact: per-axis scales
+    fit: tuple[int, int] | None = None  # (width, height): the largest that fits, aspect kept
 
-    def target(self, height: int, width: int) -> tuple[tuple[int, int], tuple[float, float]]:
-        """((out_h, out_w), (scale_y, scale_x)) for an input of `height` x `width`."""
+    @classmethod
+    def of(
+        cls,
+        *,
+        scale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        size: tuple[int, int] | None = None,
+        fit: tuple[int, int] | None = None,
+    ) -> Sizing:
+        """A checked Sizing; InvalidRequest unless exactly one valid value is given."""
+        given = [n for n, v in (("scale", scale), ("width", width), ("height", height),
+                                ("size", size), ("fit", fit)) if v is not None]  # fmt: skip
+        if len(given) != 1:
+            raise InvalidRequest(
+                "give exactly one of scale, width, height, size or fit"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if scale is not None:
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+                raise InvalidRequest(f"scale must be a number, got {scale!r}")
+            if not (math.isfinite(scale) and scale >= 1):
+                raise InvalidRequest(f"scale must be a number >= 1, got {scale:g}")
+            scale = float(scale)
+        for name, value in (("width", width), ("height", height)):
+            if value is not None and not _is_side(value):
+                raise InvalidRequest(f"{name} must be a whole number of pixels >= 1, got {value!r}")
+        for name, box in (("size", size), ("fit", fit)):
+            if box is not None and not (
+                isinstance(box, tuple) and len(box) == 2 and all(map(_is_side, box))
+            ):
+                raise InvalidRequest(f"{name} must be (width, height) in pixels, got {box!r}")
+        return cls(scale, width, height, size, fit)
+
+    def target(
+        self, height: int, width: int, *, max_pixels: int = MAX_OUTPUT_PIXELS
+    ) -> tuple[tuple[int, int], tuple[float, float]]:
+        """((out_h, out_w), (scale_y, scale_x)) for an input of `height` x `width`;
+        InvalidRequest if that would shrink the image or pass `max_pixels`."""
         if self.scale is not None:
-            return output_size(height, width, self.scale), (self.scale, self.scale)
-        if self.width is not None:
+            out, scale = output_size(height, width, self.scale), (self.scale, self.scale)
+        elif self.width is not None:
             s = self.width / width
-            return (_round(height * s), self.width), (s, s)
-        if self.height is not None:
+            out, scale = (_round(height * s), self.width), (s, s)
+        elif self.height is not None:
             s = self.height / height
-            return (self.height, _round(width * s)), (s, s)
+            out, scale = (self.height, _round(width * s)), (s, s)
+        elif self.fit is not None:
+            s = min(self.fit[0] / width, self.fit[1] / height)
+            out = (min(self.fit[1], _round(height * s)), min(self.fit[0], _round(width * s)))
+            scale = (s, s)
+        else:
+            assert self.size is not None
+            w, h = self.size
+            out, scale = (h, w), (h / height, w / width)
+        wh = f"{width}x{height} -> {out[1]}x{out[0]}"
+        if min(scale) < 1:
+            raise InvalidRequest(f"{wh} would shrink the image; gsasr only enlarges")
+        if out[0] * out[1] > max_pixels:
+            raise InvalidRequest(
+                f"{wh} is {out[0] * out[1] / 1e6:,.0f} megapixels, over the limit of "
+                f"{max_pixels / 1e6:,.0f}"
+            )
+        return out, scale
+
+    def suffix(self) -> str:
+        """File-name suffix, from the request alone: `_x3.7`, `_w1920`, `_h1080`, `_1920x1080`."""
+        if self.scale is not None:  # 12 digits: 1.0000001 is not 1
+            return f"_x{self.scale:.12g}"
+        if self.width is not None:
+            return f"_w{self.width}"
+        if self.height is not None:
+            return f"_h{self.height}"
+        if self.fit is not None:
+            return f"_fit{self.fit[0]}x{self.fit[1]}"
         assert self.size is not None
-        w, h = self.size
-        return (h, w), (h / height, w / width)
-
-    def suffix(self, out_size: tuple[int, int]) -> str:
-        """File-name suffix: `_x3.7` for a scale, `_1920x1080` for a size."""
-        if self.scale is not None:
-            return f"_x{self.scale:g}"
-        return f"_{out_size[1]}x{out_size[0]}"
+        return f"_{self.size[0]}x{self.size[1]}"
 
 
-def resolve_device(spec: str) -> torch.device:
-    """`auto`, `cpu`, `cuda` or `cuda:N` -> a usable torch.device."""
+def _is_side(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_SIDE
+
+
+def resolve_device(spec: str | torch.device) -> torch.device:
+    """`auto`, `cpu`, `cuda` or `cuda:N` -> a usable torch.device; InvalidRequest otherwise."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
     except RuntimeError as exc:
-        raise GsasrError(f"--device {spec}: not a device (use auto, cpu, cuda or cuda:N)") from exc
+        raise InvalidRequest(
+            f"device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)"
+        ) from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise GsasrError(f"--device {spec}: CUDA is not available on this machine")
+            raise InvalidRequest(f"device {spec!r}: CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise GsasrError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise InvalidRequest(
+                f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif device.type != "cpu":
-        raise GsasrError(f"--device {spec}: unsupported device type (use auto, cpu or cuda)")
+        raise InvalidRequest(f"device {spec!r}: unsupported device type (use auto, cpu or cuda)")
     return device
-
-
-@torch.inference_mode()
-def upscale_rgb(
-    model: GSASR,
-    rgb: np.ndarray,  # [H, W, 3] float32 in [0, 1]
-    out_size: tuple[int, int],
-    scale: tuple[float, float],
-    device: torch.device,
-) -> np.ndarray:  # [Ho, Wo, 3] float32, not clamped
-    """Render `rgb` at `out_size`, sampling output pixel j at LR coordinate (j + 0.5) / scale."""
-    lr = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
-    h, w = rgb.shape[:2]
-    field = model.gaussians(lr, scale)
-    out = model.render(
-        field, axis_map(out_size[0], scale[0], h), axis_map(out_size[1], scale[1], w)
-    )
-    return out[0].permute(1, 2, 0).float().cpu().numpy()
 
 
 def upscale_image(
@@ -97,31 +153,43 @@ def upscale_image(
     out_size: tuple[int, int],
     scale: tuple[float, float],
     device: torch.device,
-    alpha_mode: str = "bicubic",
-    tile: int | str = "auto",
-    precision: str = "fp32",
+    options: UpscaleOptions = DEFAULT_OPTIONS,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> tuple[Image, int]:
     """Upscale colour with the model, in exact tiles; alpha with MATLAB bicubic or the model.
 
-    `tile` is an LR tile side, 0 for untiled, or "auto" (the largest that fits in free
-    memory). Returns the image and the tile side finally used.
+    Returns the image and the LR tile side finally used. `on_tile(done, total)` counts
+    tile passes (with the alpha plane through the model, its passes follow the colour's).
     """
-    from .tiling import auto_tile, upscale_tiled_result
+    from .tiling import auto_tile, upscale_tiled
 
     h, w = image.size
+    if out_size == (h, w) and scale == (1.0, 1.0):  # x1 is the image itself, not a re-render
+        alpha = None if image.alpha is None else image.alpha.copy()
+        return Image(image.rgb.copy(), alpha, image.bits, image.grey, image.meta), 0
+    tile = options.tile
     side = auto_tile(model, (h, w), out_size, scale, device) if tile == "auto" else int(tile)
 
     def run(rgb: np.ndarray) -> tuple[np.ndarray, int]:
-        res = upscale_tiled_result(
-            model, rgb, out_size, scale, device, side, precision=precision, on_tile=on_tile
+        res = upscale_tiled(
+            model,
+            rgb,
+            out_size,
+            scale,
+            device,
+            side,
+            precision=options.precision,
+            tta=options.tta,
+            on_tile=on_tile,
         )
         return res.image, res.tile
 
     rgb, used = run(image.rgb)
+    if not np.isfinite(rgb).all():
+        raise GsasrError("the model produced non-finite values (are the weights corrupt?)")
     alpha = None
     if image.alpha is not None:
-        if alpha_mode == "model":
+        if AlphaMode(options.alpha) is AlphaMode.MODEL:
             planes, _ = run(np.repeat(image.alpha[:, :, None], 3, axis=2))
             alpha = planes.mean(axis=2)
         else:

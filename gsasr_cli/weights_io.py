@@ -54,9 +54,19 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
         fields.setdefault("color", "residual")
         fields.setdefault("render", "additive")
         cfg = ModelConfig(**fields)
-    except (OSError, KeyError, ValueError, TypeError, SafetensorError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, SafetensorError) as exc:
         raise GsasrError(f"{path}: not a gsasr weights file ({exc})") from exc
     model = GSASR(cfg)
+    bad = next((k for k, t in tensors.items() if not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise GsasrError(f"{path}: not a usable gsasr weights file (NaN or Inf in {bad})")
+    expected = dict(model.named_parameters())
+    wrong = [k for k, t in tensors.items() if k in expected and t.shape != expected[k].shape]
+    if wrong:
+        raise GsasrError(
+            f"{path}: not a gsasr weights file ({wrong[0]} has shape "
+            f"{tuple(tensors[wrong[0]].shape)}, the config needs {tuple(expected[wrong[0]].shape)})"
+        )
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     # Buffers are derived from the config; every parameter must be in the file.
     missing = [k for k in missing if k not in dict(model.named_buffers())]

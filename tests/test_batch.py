@@ -124,10 +124,11 @@ def test_sizing_must_be_exactly_one_and_valid(tmp_path, capsys, args):
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 
-def test_a_size_that_would_shrink_fails_that_file(tmp_path, capsys):
+def test_a_size_that_would_shrink_is_a_usage_error_naming_the_file(tmp_path, capsys):
     src = write(tmp_path / "x.png", small())
     code, _, err = run(["upscale", str(src), "--width", "8"], capsys)
-    assert code == 1 and "shrink" in err
+    assert code == 2 and "shrink" in err and str(src) in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_dry_run_touches_nothing(folder, tmp_path, capsys):
@@ -300,7 +301,7 @@ def test_half_precision_on_cpu_is_refused_before_any_file(tmp_path, capsys):
     code, _, err = run(
         ["upscale", str(src), "-s", "2", "--precision", "fp16", "--device", "cpu"], capsys
     )
-    assert code == 1 and "needs a CUDA device" in err
+    assert code == 2 and "needs a CUDA device" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
 
 
@@ -320,9 +321,12 @@ def test_repeated_globs_and_format_conversion(folder, tmp_path, capsys):
     assert cv2.imread(str(out / "a.webp")).shape == (24, 32, 3)
 
 
-def test_several_files_need_an_output_folder(tmp_path, capsys):
+def test_several_files_go_beside_each_input_or_into_a_folder(tmp_path, capsys):
     a, b = write(tmp_path / "a.png", small()), write(tmp_path / "b.png", small())
     code, _, err = run(["upscale", str(a), str(b), "-s", "2"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x2.png", "b.png", "b_x2.png"]
+    code, _, err = run(["upscale", str(a), str(b), "-s", "2", "-o", str(tmp_path / "o.png")], capsys)
     assert code == 2 and "-o DIR" in err
     code, _, err = run(["upscale", str(a), str(b), "-s", "2", "-o", str(tmp_path / "o")], capsys)
     assert code == 0 and sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png", "b.png"]

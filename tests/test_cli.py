@@ -141,11 +141,15 @@ def test_never_overwrites_the_input(small_png, capsys):
     assert small_png.read_bytes() == before
 
 
-def test_output_folder_that_does_not_exist(small_png, tmp_path, capsys):
-    code, _, err = run(
-        ["upscale", str(small_png), "-s", "2", "-o", str(tmp_path / "no" / "x.png")], capsys
-    )
-    assert code == 1 and "does not exist" in err
+def test_output_folders_that_do_not_exist_are_created(small_png, tmp_path, capsys):
+    target = tmp_path / "no" / "sub" / "x.png"
+    code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", str(target)], capsys)
+    assert code == 0, err
+    assert cv2.imread(str(target)).shape == (60, 80, 3)
+    # A dry run creates nothing, and says what it would write.
+    dry = tmp_path / "dry" / "x.png"
+    code, out, _ = run(["upscale", str(small_png), "-s", "2", "-o", str(dry), "--dry-run"], capsys)
+    assert code == 0 and str(dry) in out and not (tmp_path / "dry").exists()
 
 
 def test_output_folder_that_is_a_file(small_png, tmp_path, capsys):
@@ -180,7 +184,7 @@ def test_cuda_requested_without_cuda(small_png, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     code, _, err = run(["upscale", str(small_png), "-s", "2", "--device", "cuda"], capsys)
-    assert code == 1 and "CUDA is not available" in err
+    assert code == 2 and "CUDA is not available" in err
 
 
 def test_interrupted_write_leaves_no_partial_file(small_png, capsys, monkeypatch):

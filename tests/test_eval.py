@@ -13,9 +13,9 @@ import torch
 from test_cli import EXAMPLE, run
 
 from gsasr_cli import evaluate as ev
+from gsasr_cli.jobs import list_images
 from gsasr_cli.metrics import psnr_y
 from gsasr_cli.resize import imresize
-from gsasr_cli.upscale import upscale_rgb
 from gsasr_cli.weights_io import load_model
 
 
@@ -52,8 +52,8 @@ def test_too_small_an_image_is_refused_by_name():
 def test_scores_equal_a_direct_computation(hr_folder):
     model = load_model()
     cpu = torch.device("cpu")
-    methods = {"bicubic": ev.bicubic_method(), "gsasr": ev.gsasr_method(model, cpu)}
-    records = ev.evaluate(ev.list_images(hr_folder), [2.0, 3.7], methods)
+    methods = {"bicubic": ev.bicubic_method(), "gsasr": ev.gsasr_method(model)}
+    records = ev.evaluate(list_images(hr_folder), [2.0, 3.7], methods)
     assert [(r.image, r.scale, r.method) for r in records] == [
         (name, s, m) for name in ("a.png", "b.png") for s in (2.0, 3.7) for m in methods
     ]
@@ -63,8 +63,9 @@ def test_scores_equal_a_direct_computation(hr_folder):
         size = crop.shape[:2]
         if r.method == "gsasr":  # the tiled path of the CLI equals one untiled render
             scale = (size[0] / lr.shape[0], size[1] / lr.shape[1])
+            x = torch.from_numpy(lr).permute(2, 0, 1)[None].to(cpu)
             with torch.inference_mode():
-                out = upscale_rgb(model, lr, size, scale, cpu)
+                out = model(x, size, scale)[0].permute(1, 2, 0).numpy()
         else:
             t = torch.from_numpy(lr).permute(2, 0, 1).double()
             out = imresize(t, *size).permute(1, 2, 0).numpy()

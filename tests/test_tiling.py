@@ -19,15 +19,8 @@ import torch
 from gsasr_cli import tiling
 from gsasr_cli.errors import GsasrError
 from gsasr_cli.model import GSASR, ModelConfig
-from gsasr_cli.tiling import (
-    MIN_TILE,
-    auto_tile,
-    halo,
-    receptive_radii,
-    upscale_tiled,
-    upscale_tiled_result,
-)
-from gsasr_cli.upscale import output_size, upscale_rgb
+from gsasr_cli.tiling import MIN_TILE, auto_tile, halo, receptive_radii, upscale_tiled
+from gsasr_cli.upscale import output_size
 from gsasr_cli.weights_io import default_weights_path, load_model
 
 SMALL = ModelConfig(n_feats=8, n_resblocks=2, decoder_blocks=1)
@@ -56,7 +49,14 @@ def image(h: int, w: int, seed: int = 0) -> np.ndarray:  # [h, w, 3] float32 in 
 def untiled(h: int, w: int, scale: tuple[float, float]) -> np.ndarray:
     """The small model's whole-image render, once per case."""
     size = math.floor(h * scale[0] + 0.5), math.floor(w * scale[1] + 0.5)
-    return upscale_rgb(SMALL_MODEL, image(h, w), size, scale, CPU)
+    return whole_image(SMALL_MODEL, image(h, w), size, scale)
+
+
+def whole_image(model, rgb, size, scale) -> np.ndarray:
+    """The model's forward on the whole image: the reference every tiling is held to."""
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        return model(x, size, scale)[0].permute(1, 2, 0).numpy()
 
 
 def quantise(x: np.ndarray) -> np.ndarray:
@@ -75,11 +75,11 @@ def out_of_memory_above(side: int, error: BaseException):
     """A stand-in for `render_region` that fails like the allocator on larger tiles."""
     real = tiling.render_region
 
-    def render(model, rgb, region, *args):
-        y0, y1, x0, x1 = region
+    def render(run, tile):
+        y0, y1, x0, x1 = tile.cells
         if max(y1 - y0, x1 - x0) > side:
             raise error
-        return real(model, rgb, region, *args)
+        return real(run, tile)
 
     return render
 
@@ -114,7 +114,7 @@ def test_a_halo_one_short_is_not_exact(monkeypatch):
     h, w, s = 200, 200, (2.0, 2.0)
     enc, dec = receptive_radii(SMALL)
     monkeypatch.setattr(tiling, "receptive_radii", lambda cfg: (enc - 1, dec))
-    tiled = upscale_tiled(SMALL_MODEL, image(h, w), (400, 400), s, CPU, 96)
+    tiled = upscale_tiled(SMALL_MODEL, image(h, w), (400, 400), s, CPU, 96).image
     assert np.abs(tiled - untiled(h, w, s)).max() > 1e-6
 
 
@@ -133,7 +133,7 @@ CASES = [  # (h, w, tile): LR larger than the tile, non-square, tiles not dividi
 @pytest.mark.parametrize("h,w,tile", CASES)
 def test_tiled_equals_untiled(h, w, tile, scale):
     size = output_size(h, w, scale)
-    res = upscale_tiled_result(SMALL_MODEL, image(h, w), size, (scale, scale), CPU, tile)
+    res = upscale_tiled(SMALL_MODEL, image(h, w), size, (scale, scale), CPU, tile)
     assert res.tiles == math.ceil(h / tile) * math.ceil(w / tile) > 1
     assert res.tile == tile and res.oom_retries == 0
     assert_same_image(res.image, untiled(h, w, (scale, scale)))
@@ -141,13 +141,13 @@ def test_tiled_equals_untiled(h, w, tile, scale):
 
 def test_tiled_equals_untiled_with_per_axis_scales():
     s = (2.0, 3.7)
-    tiled = upscale_tiled(SMALL_MODEL, image(90, 110), (180, 407), s, CPU, 32)
+    tiled = upscale_tiled(SMALL_MODEL, image(90, 110), (180, 407), s, CPU, 32).image
     assert_same_image(tiled, untiled(90, 110, s))
 
 
-def test_untiled_mode_equals_upscale_rgb():
+def test_untiled_mode_equals_the_models_forward():
     assert np.array_equal(
-        upscale_tiled(SMALL_MODEL, image(90, 110), (333, 407), (3.7, 3.7), CPU, 0),
+        upscale_tiled(SMALL_MODEL, image(90, 110), (333, 407), (3.7, 3.7), CPU, 0).image,
         untiled(90, 110, (3.7, 3.7)),
     )
 
@@ -157,9 +157,9 @@ def test_untiled_mode_equals_upscale_rgb():
 def test_shipped_model_tiled_equals_untiled(tile, scale, tiles):
     model = load_model()
     rgb, size = image(96, 120, seed=3), output_size(96, 120, scale)
-    res = upscale_tiled_result(model, rgb, size, (scale, scale), CPU, tile)
+    res = upscale_tiled(model, rgb, size, (scale, scale), CPU, tile)
     assert res.tiles == tiles
-    assert_same_image(res.image, upscale_rgb(model, rgb, size, (scale, scale), CPU))
+    assert_same_image(res.image, whole_image(model, rgb, size, (scale, scale)))
 
 
 def test_progress_callback_counts_tiles():
@@ -219,7 +219,7 @@ def test_auto_tile_is_untiled_when_the_image_fits_and_capped_on_cpu(monkeypatch)
 def test_out_of_memory_halves_the_tile_and_stays_exact(monkeypatch, error):
     monkeypatch.setattr(tiling, "render_region", out_of_memory_above(40, error))
     calls = []
-    res = upscale_tiled_result(
+    res = upscale_tiled(
         SMALL_MODEL,
         image(90, 110),
         (333, 407),
@@ -232,13 +232,13 @@ def test_out_of_memory_halves_the_tile_and_stays_exact(monkeypatch, error):
     assert calls[-1] == (12, 12)
     monkeypatch.undo()
     direct = upscale_tiled(SMALL_MODEL, image(90, 110), (333, 407), (3.7, 3.7), CPU, 32)
-    assert np.array_equal(res.image, direct)
+    assert np.array_equal(res.image, direct.image)
     assert_same_image(res.image, untiled(90, 110, (3.7, 3.7)))
 
 
 def test_out_of_memory_when_untiled_falls_back_to_tiles(monkeypatch):
     monkeypatch.setattr(tiling, "render_region", out_of_memory_above(60, RuntimeError(OOM_MESSAGE)))
-    res = upscale_tiled_result(SMALL_MODEL, image(90, 110), (180, 220), (2.0, 2.0), CPU, 0)
+    res = upscale_tiled(SMALL_MODEL, image(90, 110), (180, 220), (2.0, 2.0), CPU, 0)
     assert (res.tile, res.oom_retries, res.tiles) == (55, 1, 4)
     assert_same_image(res.image, untiled(90, 110, (2.0, 2.0)))
 
@@ -259,7 +259,7 @@ def test_other_errors_are_not_taken_for_out_of_memory(monkeypatch):
 
 @pytest.mark.parametrize("tile", [-1, 1, MIN_TILE - 1])
 def test_rejects_tiles_below_the_minimum(tile):
-    with pytest.raises(GsasrError, match="--tile"):
+    with pytest.raises(ValueError, match="tile side"):
         upscale_tiled(SMALL_MODEL, image(20, 20), (40, 40), (2.0, 2.0), CPU, tile)
 
 
@@ -271,18 +271,18 @@ def test_rejects_tiles_below_the_minimum(tile):
     [
         ("fp16", "needs a CUDA device"),
         ("bf16", "needs a CUDA device"),
-        ("fp8", "use one of fp32, fp16, bf16"),
+        ("fp8", "'fp8' is not a valid Precision"),
     ],
 )
 def test_cpu_runs_fp32_only(precision, match):
-    with pytest.raises(GsasrError, match=match):
+    with pytest.raises(ValueError, match=match):
         upscale_tiled(SMALL_MODEL, image(20, 20), (40, 40), (2.0, 2.0), CPU, 0, precision=precision)
 
 
 def test_low_precision_runs_under_autocast(monkeypatch):
     """CPU autocast (bf16) stands in for CUDA's: CUDA itself is not exercised here."""
     monkeypatch.setattr(tiling, "autocast_dtype", lambda precision, device: torch.bfloat16)
-    res = upscale_tiled_result(
+    res = upscale_tiled(
         SMALL_MODEL, image(90, 110), (180, 220), (2.0, 2.0), CPU, 48, precision="bf16"
     )
     diff = np.abs(res.image - untiled(90, 110, (2.0, 2.0))).max()
@@ -300,9 +300,9 @@ def test_non_finite_low_precision_tiles_are_redone_in_fp32(monkeypatch):
 
     model.decoder.forward = overflowing  # this instance only
     args = (model, image(90, 110), (180, 220), (2.0, 2.0), CPU, 48)
-    fp32 = upscale_tiled(*args)
+    fp32 = upscale_tiled(*args).image
     monkeypatch.setattr(tiling, "autocast_dtype", lambda precision, device: torch.bfloat16)
-    res = upscale_tiled_result(*args, precision="bf16")
+    res = upscale_tiled(*args, precision="bf16")
     assert res.fp32_fallbacks == res.tiles == 6
     assert np.array_equal(res.image, fp32)
 
