@@ -81,9 +81,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if moments:
         names = {k.rsplit("/", 1)[0] for k in moments}
         adam = {n: (moments[f"{n}/m"], moments[f"{n}/v"]) for n in names}
-    return Checkpoint(
-        group("model/"), group("ema/"), adam, adam_steps, config, train, step, wall_s
-    )
+    return Checkpoint(group("model/"), group("ema/"), adam, adam_steps, config, train, step, wall_s)
 
 
 def model_state(model: GSASR) -> dict[str, torch.Tensor]:

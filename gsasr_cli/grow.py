@@ -30,7 +30,9 @@ def grow(model: GSASR, target: ModelConfig, *, seed: int = 0, noise: float = 1e-
     cfg = model.cfg
     fixed = ("n_feats", "n_resblocks", "radius", "sigma_min", "sigma_max")
     if any(getattr(cfg, f) != getattr(target, f) for f in fixed):
-        raise ValueError(f"grow changes only decoder_blocks, grid, color and render ({fixed} fixed)")
+        raise ValueError(
+            f"grow changes only decoder_blocks, grid, color and render ({fixed} fixed)"
+        )
     if target.decoder_blocks < cfg.decoder_blocks or target.grid % cfg.grid:
         raise ValueError(
             f"cannot shrink or regrid {cfg.decoder_blocks} blocks / grid {cfg.grid} to "
