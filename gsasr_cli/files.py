@@ -1,0 +1,310 @@
+"""Bytes in and out: bounded reads, the one atomic writer, and signals that clean up.
+
+Nothing here knows about images, so model weights, checkpoints and reports use the same
+writer as the upscaled images. Every failure is a GsasrError of one line naming the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import signal
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import GsasrError
+
+# The most bytes read from one input. The largest image within the default pixel limit
+# (imageio.MAX_INPUT_PIXELS, 2^27) stored uncompressed at 16 bits per RGBA sample takes
+# 8 bytes a pixel: 1 GiB. Anything longer is not an image we would decode; reading stops
+# there, so /dev/zero or an endless pipe costs at most this much memory.
+MAX_INPUT_BYTES = 1 << 30
+
+_CHUNK = 1 << 20
+_REASONS = {
+    errno.ENOENT: "its folder does not exist",
+    errno.ENOTDIR: "a folder in its path is a file",
+    errno.EISDIR: "is a folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENAMETOOLONG: "name too long",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ELOOP: "too many symbolic links",
+}
+
+
+class OutputExists(GsasrError):
+    """The output file exists and was not to be replaced."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived inside `terminate_on_signals()`; exit with 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def reason(exc: OSError) -> str:
+    """A short, lower-case reason for an OSError (no path: the caller names the file)."""
+    if exc.errno in _REASONS:
+        return _REASONS[exc.errno]
+    return (exc.strerror or str(exc)).lower()
+
+
+def size_text(n: int) -> str:
+    """Bytes as a short human figure: 1.5 GiB, 20 MiB, 300 bytes."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.3g} {unit}"
+    return f"{n} bytes"
+
+
+def read_file(path: Path, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """All bytes of a regular file or a pipe (`<(...)`), refusing devices, folders and
+    sockets, and anything longer than `max_bytes`."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        msg = "no such file" if exc.errno == errno.ENOENT else f"cannot read ({reason(exc)})"
+        raise GsasrError(f"{path}: {msg}") from exc
+    kind = _kind(st.st_mode)
+    if kind == "folder":
+        raise GsasrError(f"{path}: is a folder, not an image")
+    if kind not in ("file", "pipe"):
+        raise GsasrError(f"{path}: not a regular file (a {kind})")
+    if kind == "file" and st.st_size > max_bytes:
+        raise GsasrError(
+            f"{path}: {size_text(st.st_size)} is over the {size_text(max_bytes)} input limit"
+        )
+    try:
+        with open(path, "rb") as f:
+            return _read_bounded(f, str(path), max_bytes)
+    except OSError as exc:
+        raise GsasrError(f"{path}: cannot read ({reason(exc)})") from exc
+
+
+def read_stdin(stream: BinaryIO | None = None, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """All of standard input (default `sys.stdin.buffer`), at most `max_bytes`; refuses a
+    closed standard input and a terminal (it would wait for typed binary)."""
+    if stream is None:
+        stream = sys.stdin.buffer if sys.stdin is not None else None
+    if stream is None:
+        raise GsasrError("<stdin>: standard input is closed")
+    try:
+        if stream.isatty():
+            raise GsasrError("<stdin>: is a terminal; pipe or redirect an image into it")
+        return _read_bounded(stream, "<stdin>", max_bytes)
+    except (OSError, ValueError) as exc:  # ValueError: a closed file object
+        raise GsasrError(f"<stdin>: cannot read ({exc})") from exc
+
+
+def _read_bounded(f: BinaryIO, name: str, max_bytes: int) -> bytes:
+    parts, total = [], 0
+    while True:
+        chunk = f.read(min(_CHUNK, max_bytes + 1 - total))
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise GsasrError(f"{name}: longer than the {size_text(max_bytes)} input limit")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "pipe"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
+
+
+def write_atomic(
+    path: Path, data: bytes | bytearray | memoryview, *, overwrite: bool = True
+) -> None:
+    """Write `data` to `path` so that no reader ever sees a partial file.
+
+    The bytes go to a hidden temporary file beside `path` (a short name, so a long output
+    name still fits), are flushed to disk, then moved into place: with `overwrite` by
+    `os.replace`; without it by a hard link that fails if `path` exists (OutputExists),
+    so two processes writing one output cannot both succeed. The temporary file is
+    removed on any error or exception, including KeyboardInterrupt and `Terminated`.
+    """
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        if not overwrite and os.path.lexists(path):
+            raise OutputExists(f"{path}: output exists")
+        tmp = _create_temp(path.parent)
+        with open(tmp, "r+b") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # the temp file's 0600 would surprise users
+        if overwrite:
+            os.replace(tmp, path)
+            tmp = None
+        else:
+            _link_exclusive(tmp, path)
+    except OSError as exc:
+        raise GsasrError(f"{path}: cannot write ({reason(exc)})") from exc
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _create_temp(folder: Path) -> str:
+    """A new, empty, hidden file in `folder` with a short name; the caller removes it."""
+    for _ in range(100):
+        name = os.path.join(folder, f".gsasr-{secrets.token_hex(4)}.part")
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return name
+    raise FileExistsError(errno.EEXIST, "no free temporary name")
+
+
+def _link_exclusive(tmp: str, path: Path) -> None:
+    """Put `tmp` at `path` only if nothing is there (then `tmp` is removed by the caller)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputExists(f"{path}: output exists") from None
+    except OSError as exc:
+        if exc.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EXDEV,
+            errno.ENOSYS,
+            errno.EMLINK,
+        ):
+            raise
+        # No hard links here (FAT, some network file systems): claim the name with an
+        # exclusive create, then replace the empty placeholder with the full file.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            raise OutputExists(f"{path}: output exists") from None
+        os.close(fd)
+        os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_name(path: Path) -> None:
+    """Raise GsasrError if `path`'s file name or whole path is too long for its file system
+    (checked against the nearest existing folder, before any work)."""
+    folder = Path(os.path.abspath(path)).parent
+    while not os.path.isdir(folder) and folder.parent != folder:
+        folder = folder.parent
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+        path_max = os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > name_max:
+            raise GsasrError(
+                f"{path}: cannot write (name too long: {len(os.fsencode(part))} bytes, "
+                f"at most {name_max})"
+            )
+    if len(os.fsencode(os.path.abspath(path))) >= path_max:
+        raise GsasrError(f"{path}: cannot write (path too long, at most {path_max - 1} bytes)")
+
+
+@contextmanager
+def terminate_on_signals(signums: tuple[int, ...] | None = None) -> Iterator[None]:
+    """Inside the block, SIGTERM and SIGHUP raise `Terminated` instead of killing the
+    process at once, so `finally` blocks run (write_atomic removes its temporary file).
+
+    Only the main thread can install handlers; elsewhere this does nothing. The previous
+    handlers are restored on exit.
+    """
+    if signums is None:
+        signums = tuple(
+            s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s
+        )
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    saved = {}
+    try:
+        for s in signums:
+            try:
+                saved[s] = signal.signal(s, handler)
+            except ValueError:  # not the main thread
+                break
+        yield
+    finally:
+        for s, old in saved.items():
+            signal.signal(s, old)
+
+
+@contextmanager
+def capture_stderr(notes: list[str], limit: int = 1 << 16) -> Iterator[None]:
+    """Collect what C libraries write to file descriptor 2 inside the block into `notes`.
+
+    libpng, libjpeg, libtiff and OpenCV's logger print warnings and errors straight to
+    fd 2 (no file name, and on top of any progress display); callers turn the notes into
+    one line naming the file. Text with terminal control characters (a progress bar
+    drawn by another thread meanwhile) is written back to stderr unchanged.
+    """
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        saved: int | None = os.dup(2)
+    except OSError:  # fd 2 closed: capture anyway, then close it again
+        saved = None
+    sink = tempfile.TemporaryFile()
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+        else:
+            os.close(2)
+        sink.seek(0)
+        text = sink.read(limit).decode("utf-8", "replace")
+        sink.close()
+        passthrough = []
+        for line in text.splitlines():
+            if "\x1b" in line or "\r" in line:
+                passthrough.append(line)
+            elif line.strip():
+                notes.append(line.strip())
+        if passthrough and saved is not None:
+            try:
+                os.write(2, ("\n".join(passthrough)).encode())
+            except OSError:
+                pass
