@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .errors import GsasrError
+from .files import make_folder, write_atomic
 from .model import GSASR, ModelConfig
 
 
@@ -51,10 +52,8 @@ def save_checkpoint(ckpt: Checkpoint, path: Path, *, with_adam: bool = True) -> 
         "wall_s": f"{ckpt.wall_s:.1f}",
         "adam_steps": str(ckpt.adam_steps if with_adam and ckpt.adam is not None else 0),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    make_folder(path.parent, str(path))
+    write_atomic(path, save(tensors, metadata=metadata))
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

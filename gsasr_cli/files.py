@@ -172,6 +172,18 @@ def write_atomic(
                 pass
 
 
+def make_folder(folder: Path, name: str | None = None) -> None:
+    """Create `folder` and its parents if missing; GsasrError naming `name` (default: the
+    folder) if it cannot be, e.g. because a parent is a file."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = reason(exc)
+        if isinstance(exc, FileExistsError):  # `folder`, or one above it, is a file
+            why = "a folder in its path is a file"
+        raise GsasrError(f"{name or folder}: cannot create folder {folder} ({why})") from exc
+
+
 def _create_temp(folder: Path) -> str:
     """A new, empty, hidden file in `folder` with a short name; the caller removes it."""
     for _ in range(100):

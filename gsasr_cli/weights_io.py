@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .errors import GsasrError
+from .files import make_folder, write_atomic
 from .model import GSASR, ModelConfig
 
 DEFAULT_WEIGHTS = "gsasr-edsr-baseline.safetensors"
@@ -34,10 +35,8 @@ def save_weights(
         name: p.detach().to("cpu", dtype).contiguous() for name, p in model.named_parameters()
     }
     metadata = {"config": json.dumps(model.cfg.to_dict()), "format": "gsasr-1", **(extra or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(params, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    make_folder(path.parent, str(path))
+    write_atomic(path, save(params, metadata=metadata))
 
 
 def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> GSASR:

@@ -665,3 +665,39 @@ def test_colours_and_formats():
             parse_color(bad)
     assert same_format(".jpg", "jpeg") and same_format(".TIF", ".tiff")
     assert not same_format(".png", ".jpg") and not same_format(".gif", ".gif")
+
+
+# ------------------------------------------------------------------ one writer for all
+
+
+def test_weights_and_checkpoints_use_the_one_writer(tmp_path, monkeypatch):
+    import torch
+
+    from gsasr_cli import checkpoint, files, weights_io
+    from gsasr_cli.model import GSASR, ModelConfig
+
+    written: list[Path] = []
+    real = files.write_atomic
+
+    def spy(path, data, **kw):
+        written.append(Path(path))
+        real(path, data, **kw)
+
+    monkeypatch.setattr(weights_io, "write_atomic", spy)
+    monkeypatch.setattr(checkpoint, "write_atomic", spy)
+    model = GSASR(ModelConfig(n_feats=8, n_resblocks=1, decoder_blocks=1))
+    weights_io.save_weights(model, tmp_path / "w.safetensors", dtype=torch.float32)
+    state = checkpoint.model_state(model)
+    ema = {k: v.clone() for k, v in state.items()}
+    ckpt = checkpoint.Checkpoint(state, ema, None, 0, model.cfg, {}, 3, 1.0)
+    checkpoint.save_checkpoint(ckpt, tmp_path / "c.pt")
+    assert written == [tmp_path / "w.safetensors", tmp_path / "c.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["c.pt", "w.safetensors"]
+    loaded = weights_io.load_model(tmp_path / "w.safetensors")
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.parameters(), model.parameters(), strict=True)
+    )
+    assert checkpoint.load_checkpoint(tmp_path / "c.pt").step == 3
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(GsasrError, match=r"w.safetensors: cannot create folder .*file \(a folder"):
+        weights_io.save_weights(model, tmp_path / "file" / "w.safetensors")
