@@ -13,6 +13,7 @@ import signal
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -286,17 +287,32 @@ def capture_stderr(notes: list[str], limit: int = 1 << 16) -> Iterator[None]:
     libpng, libjpeg, libtiff and OpenCV's logger print warnings and errors straight to
     fd 2 (no file name, and on top of any progress display); callers turn the notes into
     one line naming the file. Text with terminal control characters (a progress bar
-    drawn by another thread meanwhile) is written back to stderr unchanged.
+    drawn by another thread meanwhile) is written back to stderr unchanged. fd 2 is one
+    per process, so captures from several threads take turns (a lock).
     """
+    with _CAPTURE_LOCK:
+        with _capture_stderr(notes, limit):
+            yield
+
+
+_CAPTURE_LOCK = threading.RLock()
+
+
+@contextmanager
+def _capture_stderr(notes: list[str], limit: int) -> Iterator[None]:
     try:
         sys.stderr.flush()
     except (AttributeError, OSError, ValueError):
         pass
     try:
+        sink = tempfile.TemporaryFile()
+    except OSError:  # no temporary folder: the codecs print as they would anyway
+        yield
+        return
+    try:
         saved: int | None = os.dup(2)
     except OSError:  # fd 2 closed: capture anyway, then close it again
         saved = None
-    sink = tempfile.TemporaryFile()
     os.dup2(sink.fileno(), 2)
     try:
         yield
@@ -310,13 +326,14 @@ def capture_stderr(notes: list[str], limit: int = 1 << 16) -> Iterator[None]:
         text = sink.read(limit).decode("utf-8", "replace")
         sink.close()
         passthrough = []
-        for line in text.splitlines():
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
             if "\x1b" in line or "\r" in line:
-                passthrough.append(line)
+                passthrough.append(line + ("\n" if i < len(lines) - 1 else ""))
             elif line.strip():
                 notes.append(line.strip())
         if passthrough and saved is not None:
             try:
-                os.write(2, ("\n".join(passthrough)).encode())
+                os.write(2, "".join(passthrough).encode())
             except OSError:
                 pass

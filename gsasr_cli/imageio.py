@@ -41,7 +41,8 @@ from .files import (
     terminate_on_signals,
     write_atomic,
 )
-from .headers import MAX_INPUT_PIXELS, ImageInfo, probe_bytes
+from .headers import MAX_INPUT_PIXELS, ImageInfo
+from .headers import probe_bytes as _probe_bytes
 from .metadata import Metadata, apply_orientation, embed, encode_with_metadata, has_metadata
 
 __all__ = [
@@ -147,14 +148,25 @@ def probe_image(
         st = None
     if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
         data = read_file(path, max_bytes=max_bytes)  # refusals, pipes, empty files
-        return probe_bytes(data, str(path), max_pixels=max_pixels, warn=_warner(on_warning))
+        return _probe_bytes(data, str(path), max_pixels=max_pixels, warn=_warner(on_warning))
     if st.st_size > max_bytes:
         read_file(path, max_bytes=max_bytes)  # raises the size refusal
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return probe_bytes(m, str(path), max_pixels=max_pixels, warn=_warner(on_warning))
+            return _probe_bytes(m, str(path), max_pixels=max_pixels, warn=_warner(on_warning))
     except OSError as exc:
         raise GsasrError(f"{path}: cannot read ({reason(exc)})") from exc
+
+
+def probe_bytes(
+    data: bytes,
+    name: str,
+    *,
+    max_pixels: int | None = MAX_INPUT_PIXELS,
+    on_warning: Warn | None = None,
+) -> ImageInfo:
+    """`probe_image` for bytes already in memory (standard input): headers only."""
+    return _probe_bytes(data, name, max_pixels=max_pixels, warn=_warner(on_warning))
 
 
 def read_image(
@@ -182,7 +194,7 @@ def decode(
 ) -> Image:
     """Decode image bytes; `name` is used in error messages and warnings."""
     pending: list[str] = []  # shown only if the file decodes: an error says it all
-    info = probe_bytes(data, name, max_pixels=max_pixels, warn=pending.append)
+    info = _probe_bytes(data, name, max_pixels=max_pixels, warn=pending.append)
     note = info.frames_note(name)
     if note:
         pending.append(note)

@@ -236,7 +236,7 @@ def test_metadata_of_an_image_beyond_pillows_own_limit_is_read():
     data = bytearray(pil_bytes([small], "JPEG", exif=exif.tobytes()))
     i = data.index(b"\xff\xc0")
     struct.pack_into(">HH", data, i + 5, 12000, 16000)  # height, width: 192 MP
-    info = probe_bytes(bytes(data), "big.jpg", max_pixels=None, warn=lambda m: None)
+    info = probe_bytes(bytes(data), "big.jpg", max_pixels=None, on_warning=lambda m: None)
     assert (info.width, info.height) == (12000, 16000) and info.meta.orientation == 6
 
 
@@ -701,3 +701,50 @@ def test_weights_and_checkpoints_use_the_one_writer(tmp_path, monkeypatch):
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(GsasrError, match=r"w.safetensors: cannot create folder .*file \(a folder"):
         weights_io.save_weights(model, tmp_path / "file" / "w.safetensors")
+
+
+def test_stderr_capture_keeps_progress_output_and_a_closed_stderr(capfd):
+    from gsasr_cli.files import capture_stderr
+
+    notes: list[str] = []
+    with capture_stderr(notes):
+        os.write(2, b"libpng warning: iCCP: something\n\r\x1b[2K 40% tiles\n")
+    assert notes == ["libpng warning: iCCP: something"]
+    assert capfd.readouterr().err == "\r\x1b[2K 40% tiles\n"  # drawn by another thread
+    script = textwrap.dedent(
+        """
+        import os, sys
+        import numpy as np, cv2
+        from gsasr_cli.imageio import decode
+        data = cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))[1].tobytes()
+        os.close(2)  # as with `2>&-`
+        notes = []
+        decode(data[:300] + b"\\xff\\x00" * 5 + data[300:], "x.jpg", on_warning=notes.append)
+        try:
+            os.fstat(2)
+        except OSError:
+            print(notes[0])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.startswith("x.jpg: Corrupt JPEG data"), out
+
+
+def test_threads_decoding_at_once_keep_stderr_and_their_own_notes(capfd):
+    clean = cv2.imencode(".jpg", rgb8(64, 64))[1].tobytes()
+    noisy = clean[:300] + b"\xff\x00" * 5 + clean[300:]
+    notes: dict[int, list[str]] = {i: [] for i in range(8)}
+
+    def work(i: int) -> None:
+        for _ in range(20):
+            decode(noisy if i % 2 else clean, f"{i}.jpg", on_warning=notes[i].append)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, got in notes.items():
+        assert len(got) == (20 if i % 2 else 0) and all(n.startswith(f"{i}.jpg: ") for n in got)
+    os.write(2, b"still stderr\n")
+    assert capfd.readouterr().err == "still stderr\n"
