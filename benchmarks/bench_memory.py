@@ -33,7 +33,7 @@ import torch
 from machine import describe
 
 from gsasr_cli import tiling
-from gsasr_cli.upscale import output_size, resolve_device
+from gsasr_cli.inference import output_size, resolve_device
 
 MB = 1 << 20
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from .errors import InvalidRequest
 from .imageio import Image, read_image
+from .inference import MAX_OUTPUT_PIXELS, Sizing
 from .options import AlphaMode, Precision, UpscaleOptions
-from .upscale import MAX_OUTPUT_PIXELS, Sizing
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +42,7 @@ _default: dict[str, GSASR] = {}
 def load_model(weights: str | os.PathLike[str] | None = None, device: str = "auto") -> GSASR:
     """Load weights (default: the shipped model) onto `device` ("auto", "cpu", "cuda:N"),
     in eval mode. Raises GsasrError for a missing or unusable file."""
-    from .upscale import resolve_device
+    from .inference import resolve_device
     from .weights_io import load_model as load_weights
 
     return load_weights(Path(weights) if weights is not None else None, resolve_device(device))
@@ -50,7 +50,7 @@ def load_model(weights: str | os.PathLike[str] | None = None, device: str = "aut
 
 def default_model(device: str = "auto") -> GSASR:
     """The shipped model on `device`, loaded on first use and shared (thread-safe)."""
-    from .upscale import resolve_device
+    from .inference import resolve_device
 
     key = str(resolve_device(device))
     with _lock:
@@ -97,13 +97,13 @@ def upscale(
     if model is None:
         model = default_model(device)
     elif device != "auto":
-        from .upscale import resolve_device
+        from .inference import resolve_device
 
         if resolve_device(device) != _device_of(model):
             raise InvalidRequest(f"the model is on {_device_of(model)}, not on {device}")
     src, restore = _to_image(image)
     out_size, factors = sizing.target(*src.size, max_pixels=max_output_pixels)
-    from .upscale import upscale_image
+    from .inference import upscale_image
 
     result, _ = upscale_image(model, src, out_size, factors, _device_of(model), options, on_tile)
     return restore(result)
@@ -204,13 +204,14 @@ def _from_pil(im: PILImage) -> tuple[Image, Callable[[Image], PILImage]]:
         a = np.asarray(im.convert("I") if im.mode != "I" else im, dtype=np.int64)
         img, _ = _from_array(np.clip(a, 0, 65535).astype(np.uint16))
         back = "I;16"
-    elif mode in ("L", "LA", "RGB", "RGBA"):
+    elif mode == "LA":  # grey plus alpha
+        a = np.asarray(im.convert("LA"))
+        img, _ = _from_array(a[:, :, 0])
+        img.alpha = a[:, :, 1].astype(np.float32) / 255.0
+        back = mode
+    elif mode in ("L", "RGB", "RGBA"):
         img, _ = _from_array(np.asarray(im.convert(mode) if mode != im.mode else im))
         back = mode
-        if mode == "LA":  # grey plus alpha
-            a = np.asarray(im.convert("LA"))
-            img, _ = _from_array(a[:, :, 0])
-            img.alpha = a[:, :, 1].astype(np.float32) / 255.0
     else:
         raise InvalidRequest(f"PIL image mode {im.mode} is not supported")
 

@@ -64,7 +64,7 @@ def _wxh(flag: str, text: str | None) -> tuple[int, int] | None:
 def _sizing(
     scale: float | None, width: int | None, height: int | None, size: str | None, fit: str | None
 ):
-    from .upscale import Sizing
+    from .inference import Sizing
 
     flags = {"--scale": scale, "--width": width, "--height": height, "--size": size, "--fit": fit}
     given = [n for n, v in flags.items() if v is not None]
@@ -462,9 +462,9 @@ def eval_(
 
     from . import evaluate as ev
     from .api import load_model
+    from .inference import resolve_device
     from .jobs import list_images
     from .options import UpscaleOptions
-    from .upscale import resolve_device
     from .weights_io import default_weights_path, sha256
 
     if threads:

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import GsasrError, InvalidRequest, UsageProblem
 from .imageio import FORMATS, Image, decode, encode, read_image, write_atomic
+from .inference import MAX_OUTPUT_PIXELS, Sizing
 from .options import DEFAULT_OPTIONS, UpscaleOptions
-from .upscale import MAX_OUTPUT_PIXELS, Sizing
 
 if TYPE_CHECKING:
     import torch
@@ -223,11 +223,15 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
         if ext is None:
             raise UsageProblem("-o - needs --format (png, jpg, webp, tif or bmp)")
     out = Path(req.output) if req.output not in (None, STDIO) else None
-    to_folder = out is not None and (batch or out.is_dir() or str(req.output).endswith(os.sep))
+    slash = str(req.output).endswith(("/", os.sep))
+    to_folder = out is not None and (out.is_dir() or slash)
     if folders and out is None:
         raise UsageProblem("a folder input needs -o DIR for its outputs")
     if batch and out is not None and not to_folder:
-        raise UsageProblem("several inputs or a folder need -o DIR, not a file")
+        looks_like_file = out.exists() or out.suffix.lower() in FORMATS
+        if looks_like_file:
+            raise UsageProblem("several inputs or a folder need -o DIR, not a file")
+        to_folder = True
     if out is not None and not to_folder and ext is not None and out.suffix.lower() in FORMATS:
         if FORMATS[out.suffix.lower()][0] != FORMATS[ext][0]:
             raise UsageProblem(f"-o {out} and --format {req.fmt} disagree; give one of them")
@@ -432,8 +436,8 @@ class Runner:
         """The model, loaded once (also to fail early on bad weights or device)."""
         if self.model is None:
             from .api import load_model
+            from .inference import resolve_device
             from .tiling import autocast_dtype
-            from .upscale import resolve_device
 
             self.device = resolve_device(self.settings.device)
             autocast_dtype(self.settings.options.precision, self.device)
@@ -478,7 +482,7 @@ class Runner:
         if settings.dry_run:
             r.status = Status.DRY_RUN
             return
-        from .upscale import upscale_image
+        from .inference import upscale_image
 
         model = self.load()
         assert self.device is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from gsasr_kernels import GaussianField
 
@@ -31,3 +32,17 @@ def random_gaussians(
     return GaussianField(
         *(t.to(device=device, dtype=dtype) for t in (means, sigmas, rhos, opacities, colors))
     )
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `gsasr` in-process: run_cli(argv) -> (exit code, stdout, stderr)."""
+    from gsasr_cli.cli import main
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        out, err = capsys.readouterr()
+        return exc.value.code, out, err
+
+    return run

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from PIL import ImageCms
-from test_cli import EXAMPLE, run
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.png"
 
 
 def write(path: Path, image: np.ndarray) -> Path:
@@ -39,41 +40,41 @@ def folder(tmp_path: Path) -> Path:
     return src
 
 
-def test_folder_needs_an_output_folder(folder, capsys):
-    code, _, err = run(["upscale", str(folder), "-s", "2"], capsys)
+def test_folder_needs_an_output_folder(run_cli, folder, capsys):
+    code, _, err = run_cli(["upscale", str(folder), "-s", "2"])
     assert code == 2 and "-o DIR" in err
 
 
-def test_folder_mirrors_the_tree_and_skips_hidden_files(folder, tmp_path, capsys):
+def test_folder_mirrors_the_tree_and_skips_hidden_files(run_cli, folder, tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, err = run(["upscale", str(folder), "-s", "2", "-o", str(out), "-r"], capsys)
+    code, _, err = run_cli(["upscale", str(folder), "-s", "2", "-o", str(out), "-r"])
     assert code == 0, err
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == ["a.png", "b.jpg", "sub/c.png"]
     assert cv2.imread(str(out / "sub" / "c.png")).shape == (18, 22, 3)
     assert "upscaled 3, skipped 0, failed 0 of 3" in err
     # Without --recursive only the top level; a rerun skips what exists (exit 0).
-    code, _, err = run(["upscale", str(folder), "-s", "2", "-o", str(out)], capsys)
+    code, _, err = run_cli(["upscale", str(folder), "-s", "2", "-o", str(out)])
     assert code == 0 and "skipped 2" in err
 
 
-def test_glob_selects_files(folder, tmp_path, capsys):
+def test_glob_selects_files(run_cli, folder, tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, _ = run(
-        ["upscale", str(folder), "-s", "2", "-o", str(out), "-r", "--glob", "*.jpg"], capsys
+    code, _, _ = run_cli(
+        ["upscale", str(folder), "-s", "2", "-o", str(out), "-r", "--glob", "*.jpg"]
     )
     assert code == 0
     assert [p.name for p in out.rglob("*") if p.is_file()] == ["b.jpg"]
 
 
-def test_bad_files_fail_alone_and_the_batch_goes_on(folder, tmp_path, capsys):
+def test_bad_files_fail_alone_and_the_batch_goes_on(run_cli, folder, tmp_path, capsys):
     good = cv2.imencode(".jpg", small())[1].tobytes()
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     (folder / "zero.png").write_bytes(b"")
     (folder / "text.png").write_text("hello")
     (folder / "cut.jpg").write_bytes(good[: len(good) // 3])
     out = tmp_path / "out"
-    code, stdout, err = run(["upscale", str(folder), "-s", "2", "-o", str(out), "--json"], capsys)
+    code, stdout, err = run_cli(["upscale", str(folder), "-s", "2", "-o", str(out), "--json"])
     assert code == 1
     records = {Path(r["input"]).name: r for r in map(json.loads, stdout.splitlines())}
     assert {k for k, r in records.items() if r["status"] == "ok"} == {"a.png", "b.jpg"}
@@ -90,9 +91,9 @@ def test_bad_files_fail_alone_and_the_batch_goes_on(folder, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg"]  # no partial files
 
 
-def test_json_record_fields(tmp_path, capsys):
+def test_json_record_fields(run_cli, tmp_path, capsys):
     src = write(tmp_path / "x.png", small())
-    code, stdout, _ = run(["upscale", str(src), "--size", "40x20", "--json"], capsys)
+    code, stdout, _ = run_cli(["upscale", str(src), "--size", "40x20", "--json"])
     assert code == 0
     (record,) = [json.loads(line) for line in stdout.splitlines()]
     assert record["status"] == "ok" and record["error"] is None
@@ -107,9 +108,9 @@ def test_json_record_fields(tmp_path, capsys):
     "flag,value,shape",
     [("--width", "40", (30, 40)), ("--height", "30", (30, 40)), ("--size", "33x17", (17, 33))],
 )
-def test_width_height_and_size(tmp_path, capsys, flag, value, shape):
+def test_width_height_and_size(run_cli, tmp_path, capsys, flag, value, shape):
     src = write(tmp_path / "x.png", small())
-    code, _, err = run(["upscale", str(src), flag, value, "-o", str(tmp_path / "y.png")], capsys)
+    code, _, err = run_cli(["upscale", str(src), flag, value, "-o", str(tmp_path / "y.png")])
     assert code == 0, err
     assert cv2.imread(str(tmp_path / "y.png")).shape[:2] == shape
 
@@ -118,23 +119,23 @@ def test_width_height_and_size(tmp_path, capsys, flag, value, shape):
     "args",
     [[], ["-s", "2", "--width", "10"], ["--size", "10"], ["--size", "0x5"], ["--width", "0"]],
 )
-def test_sizing_must_be_exactly_one_and_valid(tmp_path, capsys, args):
+def test_sizing_must_be_exactly_one_and_valid(run_cli, tmp_path, capsys, args):
     src = write(tmp_path / "x.png", small())
-    code, _, err = run(["upscale", str(src), *args], capsys)
+    code, _, err = run_cli(["upscale", str(src), *args])
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 
-def test_a_size_that_would_shrink_is_a_usage_error_naming_the_file(tmp_path, capsys):
+def test_a_size_that_would_shrink_is_a_usage_error_naming_the_file(run_cli, tmp_path, capsys):
     src = write(tmp_path / "x.png", small())
-    code, _, err = run(["upscale", str(src), "--width", "8"], capsys)
+    code, _, err = run_cli(["upscale", str(src), "--width", "8"])
     assert code == 2 and "shrink" in err and str(src) in err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_dry_run_touches_nothing(folder, tmp_path, capsys):
+def test_dry_run_touches_nothing(run_cli, folder, tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, err = run(
-        ["upscale", str(folder), "-s", "3", "-o", str(out), "-r", "--dry-run"], capsys
+    code, stdout, err = run_cli(
+        ["upscale", str(folder), "-s", "3", "-o", str(out), "-r", "--dry-run"]
     )
     assert code == 0
     assert not out.exists()
@@ -168,22 +169,22 @@ def test_stdin_garbage_fails_cleanly():
     )
 
 
-def test_stdout_needs_format_and_a_non_terminal(tmp_path, capsys, monkeypatch):
+def test_stdout_needs_format_and_a_non_terminal(run_cli, tmp_path, capsys, monkeypatch):
     src = write(tmp_path / "x.png", small())
-    code, _, err = run(["upscale", str(src), "-s", "2", "-o", "-"], capsys)
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", "-"])
     assert code == 2 and "--format" in err
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    code, _, err = run(["upscale", str(src), "-s", "2", "-o", "-", "--format", "png"], capsys)
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", "-", "--format", "png"])
     assert code == 2 and "terminal" in err
 
 
-def test_no_input_matched(tmp_path, capsys):
+def test_no_input_matched(run_cli, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code, _, err = run(["upscale", str(tmp_path / "empty"), "-s", "2", "-o", str(tmp_path)], capsys)
+    code, _, err = run_cli(["upscale", str(tmp_path / "empty"), "-s", "2", "-o", str(tmp_path)])
     assert code == 2 and "no input image matched" in err
 
 
-def test_sixteen_bit_grey_and_alpha_survive(tmp_path, capsys):
+def test_sixteen_bit_grey_and_alpha_survive(run_cli, tmp_path, capsys):
     deep = small().astype(np.uint16) * 257
     grey = cv2.cvtColor(small(), cv2.COLOR_BGR2GRAY)
     rgba = np.dstack([small(), np.full((12, 16), 128, np.uint8)])
@@ -191,14 +192,14 @@ def test_sixteen_bit_grey_and_alpha_survive(tmp_path, capsys):
     for name, image in (("deep.png", deep), ("grey.png", grey), ("rgba.png", rgba)):
         write(tmp_path / name, image)
     for name in ("deep.png", "grey.png", "rgba.png"):
-        code, _, err = run(["upscale", str(tmp_path / name), "-s", "2"], capsys)
+        code, _, err = run_cli(["upscale", str(tmp_path / name), "-s", "2"])
         assert code == 0, err
     out = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
     assert out.dtype == np.uint16 and out.shape == (24, 32, 3)
     assert cv2.imread(str(tmp_path / "grey_x2.png"), cv2.IMREAD_UNCHANGED).shape == (24, 32)
     alpha = cv2.imread(str(tmp_path / "rgba_x2.png"), cv2.IMREAD_UNCHANGED)[..., 3]
     assert alpha.shape == (24, 32) and alpha[:, :6].max() <= 10 and alpha[:, 10:].min() >= 120
-    code, _, _ = run(
+    code, _, _ = run_cli(
         [
             "upscale",
             str(tmp_path / "rgba.png"),
@@ -209,13 +210,12 @@ def test_sixteen_bit_grey_and_alpha_survive(tmp_path, capsys):
             "-o",
             str(tmp_path / "m.png"),
         ],
-        capsys,
     )
     assert code == 0
     assert cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_UNCHANGED).shape == (24, 32, 4)
 
 
-def test_exif_orientation_applied_and_metadata_copied(tmp_path, capsys):
+def test_exif_orientation_applied_and_metadata_copied(run_cli, tmp_path, capsys):
     rgb = cv2.cvtColor(small(), cv2.COLOR_BGR2RGB)  # 16 wide, 12 tall as stored
     exif = PILImage.Exif()
     exif[0x0112] = 6  # stored rotated: display needs 90 degrees clockwise
@@ -225,7 +225,7 @@ def test_exif_orientation_applied_and_metadata_copied(tmp_path, capsys):
     PILImage.fromarray(rgb).save(src, quality=95, exif=exif.tobytes(), icc_profile=icc)
     for ext in (".jpg", ".png", ".webp", ".tif"):
         dst = tmp_path / f"photo_x2{ext}"
-        code, _, err = run(["upscale", str(src), "-s", "2", "-o", str(dst)], capsys)
+        code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(dst)])
         assert code == 0, err
         with PILImage.open(dst) as out:
             assert out.size == (24, 32), ext  # upright: 12 wide, 16 tall, doubled
@@ -234,16 +234,18 @@ def test_exif_orientation_applied_and_metadata_copied(tmp_path, capsys):
             assert out.info["icc_profile"] == icc, ext
 
 
-def test_spaces_and_non_ascii_paths(tmp_path, capsys):
+def test_spaces_and_non_ascii_paths(run_cli, tmp_path, capsys):
     src = write(tmp_path / "mis fotos" / "año 画像.png", small())
     out = tmp_path / "salida ü"
     out.mkdir()
-    code, _, err = run(["upscale", str(src), "-s", "2", "-o", str(out)], capsys)
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(out)])
     assert code == 0, err
     assert (out / "año 画像.png").is_file()
 
 
-def test_interrupt_in_a_batch_leaves_no_partial_file(folder, tmp_path, capsys, monkeypatch):
+def test_interrupt_in_a_batch_leaves_no_partial_file(
+    run_cli, folder, tmp_path, capsys, monkeypatch
+):
     import gsasr_cli.imageio as imageio
 
     real_replace, calls = imageio.os.replace, []
@@ -256,28 +258,27 @@ def test_interrupt_in_a_batch_leaves_no_partial_file(folder, tmp_path, capsys, m
 
     monkeypatch.setattr(imageio.os, "replace", replace_then_interrupt)
     out = tmp_path / "out"
-    code, _, _ = run(["upscale", str(folder), "-s", "2", "-o", str(out), "-r"], capsys)
+    code, _, _ = run_cli(["upscale", str(folder), "-s", "2", "-o", str(out), "-r"])
     assert code == 130
     files = [p for p in out.rglob("*") if p.is_file()]
     assert [str(p) for p in files] == [str(calls[0])]  # the finished one, nothing partial
 
 
-def test_tile_option_gives_the_same_image_and_is_reported(tmp_path, capsys):
+def test_tile_option_gives_the_same_image_and_is_reported(run_cli, tmp_path, capsys):
     src = write(tmp_path / "x.png", cv2.imread(str(EXAMPLE))[:70, :90])
     outputs = {}
     for tile in ("0", "32", "auto"):
         dst = tmp_path / f"t{tile}.png"
-        code, stdout, _ = run(
-            ["upscale", str(src), "-s", "3.7", "-o", str(dst), "--tile", tile, "--json"], capsys
+        code, stdout, _ = run_cli(
+            ["upscale", str(src), "-s", "3.7", "-o", str(dst), "--tile", tile, "--json"]
         )
         assert code == 0
         outputs[tile] = (json.loads(stdout)["tile"], cv2.imread(str(dst), cv2.IMREAD_UNCHANGED))
     assert outputs["32"][0] == 32 and outputs["0"][0] == 90 and outputs["auto"][0] == 90
     assert np.array_equal(outputs["32"][1], outputs["0"][1])  # seam-free: identical bytes
     assert np.array_equal(outputs["auto"][1], outputs["0"][1])
-    code, _, err = run(
+    code, _, err = run_cli(
         ["upscale", str(src), "-s", "2", "-o", str(tmp_path / "v.png"), "-v", "--tile", "48"],
-        capsys,
     )
     assert code == 0 and "tile 48" in err and "on cpu" in err
 
@@ -290,54 +291,54 @@ def test_tile_option_gives_the_same_image_and_is_reported(tmp_path, capsys):
         (["--precision", "fp8"], "--precision"),
     ],
 )
-def test_bad_tile_and_precision_are_usage_errors(tmp_path, capsys, args, message):
+def test_bad_tile_and_precision_are_usage_errors(run_cli, tmp_path, capsys, args, message):
     src = write(tmp_path / "x.png", small())
-    code, _, err = run(["upscale", str(src), "-s", "2", *args], capsys)
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", *args])
     assert code == 2 and message in err
 
 
-def test_half_precision_on_cpu_is_refused_before_any_file(tmp_path, capsys):
+def test_half_precision_on_cpu_is_refused_before_any_file(run_cli, tmp_path, capsys):
     src = write(tmp_path / "x.png", small())
-    code, _, err = run(
-        ["upscale", str(src), "-s", "2", "--precision", "fp16", "--device", "cpu"], capsys
+    code, _, err = run_cli(
+        ["upscale", str(src), "-s", "2", "--precision", "fp16", "--device", "cpu"]
     )
     assert code == 2 and "needs a CUDA device" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
 
 
-def test_stdin_cannot_join_a_batch(tmp_path, capsys):
+def test_stdin_cannot_join_a_batch(run_cli, tmp_path, capsys):
     src = write(tmp_path / "x.png", small())
-    code, _, err = run(["upscale", "-", str(src), "-s", "2", "-o", str(tmp_path)], capsys)
+    code, _, err = run_cli(["upscale", "-", str(src), "-s", "2", "-o", str(tmp_path)])
     assert code == 2 and "standard input" in err
 
 
-def test_repeated_globs_and_format_conversion(folder, tmp_path, capsys):
+def test_repeated_globs_and_format_conversion(run_cli, folder, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["upscale", str(folder), "-s", "2", "-o", str(out), "-r", "--format", "webp"]
-    code, _, err = run([*args, "--glob", "a.*", "--glob", "c.*"], capsys)
+    code, _, err = run_cli([*args, "--glob", "a.*", "--glob", "c.*"])
     assert code == 0, err
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == ["a.webp", "sub/c.webp"]
     assert cv2.imread(str(out / "a.webp")).shape == (24, 32, 3)
 
 
-def test_several_files_go_beside_each_input_or_into_a_folder(tmp_path, capsys):
+def test_several_files_go_beside_each_input_or_into_a_folder(run_cli, tmp_path, capsys):
     a, b = write(tmp_path / "a.png", small()), write(tmp_path / "b.png", small())
-    code, _, err = run(["upscale", str(a), str(b), "-s", "2"], capsys)
+    code, _, err = run_cli(["upscale", str(a), str(b), "-s", "2"])
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x2.png", "b.png", "b_x2.png"]
-    code, _, err = run(["upscale", str(a), str(b), "-s", "2", "-o", str(tmp_path / "o.png")], capsys)
+    code, _, err = run_cli(["upscale", str(a), str(b), "-s", "2", "-o", str(tmp_path / "o.png")])
     assert code == 2 and "-o DIR" in err
-    code, _, err = run(["upscale", str(a), str(b), "-s", "2", "-o", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(["upscale", str(a), str(b), "-s", "2", "-o", str(tmp_path / "o")])
     assert code == 0 and sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png", "b.png"]
 
 
-def test_quality_controls_jpeg_size(tmp_path, capsys):
+def test_quality_controls_jpeg_size(run_cli, tmp_path, capsys):
     src = write(tmp_path / "x.png", cv2.imread(str(EXAMPLE))[:60, :60])
     sizes = {}
     for q in ("20", "95"):
         dst = tmp_path / f"q{q}.jpg"
-        code, _, _ = run(["upscale", str(src), "-s", "2", "-o", str(dst), "--quality", q], capsys)
+        code, _, _ = run_cli(["upscale", str(src), "-s", "2", "-o", str(dst), "--quality", q])
         assert code == 0
         sizes[q] = dst.stat().st_size
     assert sizes["20"] < sizes["95"] / 2
@@ -349,8 +350,8 @@ def test_progress_display_is_off_when_stderr_is_not_a_terminal():
     assert _progress(3).disable  # pytest captures stderr: not a terminal
 
 
-def test_output_ending_in_a_slash_is_a_folder_even_for_one_input(tmp_path, capsys):
+def test_output_ending_in_a_slash_is_a_folder_even_for_one_input(run_cli, tmp_path, capsys):
     src = write(tmp_path / "x.png", small())
-    code, _, err = run(["upscale", str(src), "-s", "2", "-o", f"{tmp_path / 'new'}/"], capsys)
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", f"{tmp_path / 'new'}/"])
     assert code == 0, err
     assert cv2.imread(str(tmp_path / "new" / "x.png")).shape == (24, 32, 3)

@@ -12,17 +12,8 @@ import numpy as np
 import pytest
 
 from gsasr_cli import __version__
-from gsasr_cli.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.png"
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture
@@ -49,8 +40,8 @@ def test_version_from_the_installed_command():
     assert result.returncode == 0 and __version__ in result.stdout
 
 
-def test_upscale_writes_the_default_name_beside_the_input(small_png, capsys):
-    code, out, err = run(["upscale", str(small_png), "--scale", "3.7", "--device", "cpu"], capsys)
+def test_upscale_writes_the_default_name_beside_the_input(run_cli, small_png, capsys):
+    code, out, err = run_cli(["upscale", str(small_png), "--scale", "3.7", "--device", "cpu"])
     assert code == 0, err
     assert out == ""  # results go to files, logs to stderr
     result = small_png.with_name("small_x3.7.png")
@@ -65,31 +56,31 @@ def test_upscale_writes_the_default_name_beside_the_input(small_png, capsys):
 
 
 def test_upscale_from_another_directory_with_explicit_output(
-    small_png, tmp_path, monkeypatch, capsys
+    run_cli, small_png, tmp_path, monkeypatch
 ):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", "big.jpg"], capsys)
+    code, _, err = run_cli(["upscale", str(small_png), "-s", "2", "-o", "big.jpg"])
     assert code == 0, err
     assert cv2.imread(str(elsewhere / "big.jpg")).shape == (60, 80, 3)
 
 
-def test_integer_scale_names_without_decimals(small_png, capsys):
-    code, _, _ = run(["upscale", str(small_png), "--scale", "2"], capsys)
+def test_integer_scale_names_without_decimals(run_cli, small_png, capsys):
+    code, _, _ = run_cli(["upscale", str(small_png), "--scale", "2"])
     assert code == 0 and small_png.with_name("small_x2.png").exists()
 
 
 @pytest.mark.parametrize("bad", ["0.5", "0", "-3", "abc", "nan", "inf"])
-def test_bad_scale_is_a_usage_error(small_png, capsys, bad):
-    code, out, err = run(["upscale", str(small_png), "--scale", bad], capsys)
+def test_bad_scale_is_a_usage_error(run_cli, small_png, capsys, bad):
+    code, out, err = run_cli(["upscale", str(small_png), "--scale", bad])
     assert code == 2
     assert "--scale" in err and len(err.strip().splitlines()) == 1
     assert out == ""
 
 
-def test_missing_file_is_a_usage_error(tmp_path, capsys):
-    code, _, err = run(["upscale", str(tmp_path / "nope.png"), "-s", "2"], capsys)
+def test_missing_file_is_a_usage_error(run_cli, tmp_path, capsys):
+    code, _, err = run_cli(["upscale", str(tmp_path / "nope.png"), "-s", "2"])
     assert code == 2
     assert err.strip() == f"error: {tmp_path / 'nope.png'}: no such file or folder"
 
@@ -102,105 +93,99 @@ def test_missing_file_is_a_usage_error(tmp_path, capsys):
         ("text.png", b"this is not an image\n", "not a readable image"),
     ],
 )
-def test_unreadable_images(tmp_path, capsys, name, content, reason):
+def test_unreadable_images(run_cli, tmp_path, capsys, name, content, reason):
     path = tmp_path / name
     path.write_bytes(content)
-    code, _, err = run(["upscale", str(path), "-s", "2"], capsys)
+    code, _, err = run_cli(["upscale", str(path), "-s", "2"])
     assert code == 1
     assert str(path) in err and reason in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing written
 
 
-def test_truncated_jpeg(small_png, tmp_path, capsys):
+def test_truncated_jpeg(run_cli, small_png, tmp_path, capsys):
     ok, buf = cv2.imencode(".jpg", cv2.imread(str(small_png)))
     path = tmp_path / "cut.jpg"
     path.write_bytes(buf.tobytes()[:200])
-    code, _, err = run(["upscale", str(path), "-s", "2"], capsys)
+    code, _, err = run_cli(["upscale", str(path), "-s", "2"])
     assert code == 1 and "cut.jpg" in err
 
 
-def test_existing_output_is_refused_then_replaced_with_overwrite(small_png, capsys):
+def test_existing_output_is_refused_then_replaced_with_overwrite(run_cli, small_png, capsys):
     target = small_png.with_name("taken.png")
     target.write_bytes(b"keep me")
-    code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", str(target)], capsys)
+    code, _, err = run_cli(["upscale", str(small_png), "-s", "2", "-o", str(target)])
     assert code == 1 and "exists" in err and "--overwrite" in err
     assert target.read_bytes() == b"keep me"
-    code, _, err = run(
-        ["upscale", str(small_png), "-s", "2", "-o", str(target), "--overwrite"], capsys
-    )
+    code, _, err = run_cli(["upscale", str(small_png), "-s", "2", "-o", str(target), "--overwrite"])
     assert code == 0, err
     assert cv2.imread(str(target)).shape == (60, 80, 3)
 
 
-def test_never_overwrites_the_input(small_png, capsys):
+def test_never_overwrites_the_input(run_cli, small_png, capsys):
     before = small_png.read_bytes()
-    code, _, err = run(
-        ["upscale", str(small_png), "-s", "2", "-o", str(small_png), "--overwrite"], capsys
+    code, _, err = run_cli(
+        ["upscale", str(small_png), "-s", "2", "-o", str(small_png), "--overwrite"]
     )
     assert code == 1 and "input" in err
     assert small_png.read_bytes() == before
 
 
-def test_output_folders_that_do_not_exist_are_created(small_png, tmp_path, capsys):
+def test_output_folders_that_do_not_exist_are_created(run_cli, small_png, tmp_path, capsys):
     target = tmp_path / "no" / "sub" / "x.png"
-    code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", str(target)], capsys)
+    code, _, err = run_cli(["upscale", str(small_png), "-s", "2", "-o", str(target)])
     assert code == 0, err
     assert cv2.imread(str(target)).shape == (60, 80, 3)
     # A dry run creates nothing, and says what it would write.
     dry = tmp_path / "dry" / "x.png"
-    code, out, _ = run(["upscale", str(small_png), "-s", "2", "-o", str(dry), "--dry-run"], capsys)
+    code, out, _ = run_cli(["upscale", str(small_png), "-s", "2", "-o", str(dry), "--dry-run"])
     assert code == 0 and str(dry) in out and not (tmp_path / "dry").exists()
 
 
-def test_output_folder_that_is_a_file(small_png, tmp_path, capsys):
-    code, _, err = run(
-        ["upscale", str(small_png), "-s", "2", "-o", str(small_png / "x.png")], capsys
-    )
+def test_output_folder_that_is_a_file(run_cli, small_png, tmp_path, capsys):
+    code, _, err = run_cli(["upscale", str(small_png), "-s", "2", "-o", str(small_png / "x.png")])
     assert code == 1 and "not a folder" in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
-def test_output_folder_without_write_permission(small_png, tmp_path, capsys):
+def test_output_folder_without_write_permission(run_cli, small_png, tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        code, _, err = run(
-            ["upscale", str(small_png), "-s", "2", "-o", str(locked / "x.png")], capsys
-        )
+        code, _, err = run_cli(["upscale", str(small_png), "-s", "2", "-o", str(locked / "x.png")])
     finally:
         locked.chmod(0o755)
     assert code == 1 and "cannot write" in err
 
 
-def test_unsupported_output_format(small_png, capsys):
-    code, _, err = run(["upscale", str(small_png), "-s", "2", "-o", "out.gif"], capsys)
+def test_unsupported_output_format(run_cli, small_png, capsys):
+    code, _, err = run_cli(["upscale", str(small_png), "-s", "2", "-o", "out.gif"])
     assert code == 2 and ".gif" in err
 
 
-def test_cuda_requested_without_cuda(small_png, capsys):
+def test_cuda_requested_without_cuda(run_cli, small_png, capsys):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _, err = run(["upscale", str(small_png), "-s", "2", "--device", "cuda"], capsys)
+    code, _, err = run_cli(["upscale", str(small_png), "-s", "2", "--device", "cuda"])
     assert code == 2 and "CUDA is not available" in err
 
 
-def test_interrupted_write_leaves_no_partial_file(small_png, capsys, monkeypatch):
+def test_interrupted_write_leaves_no_partial_file(run_cli, small_png, capsys, monkeypatch):
     import gsasr_cli.imageio as imageio
 
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(imageio.os, "replace", interrupted)
-    code, _, err = run(["upscale", str(small_png), "-s", "2"], capsys)
+    code, _, err = run_cli(["upscale", str(small_png), "-s", "2"])
     assert code == 130
     assert sorted(p.name for p in small_png.parent.iterdir()) == ["small.png"]
 
 
-def test_info_reports_paths_and_weights(capsys):
-    code, out, _ = run(["info"], capsys)
+def test_info_reports_paths_and_weights(run_cli, capsys):
+    code, out, _ = run_cli(["info"])
     assert code == 0
     assert "rasterizer (cpu) torch" in out
     sha = [line for line in out.splitlines() if line.startswith("weights sha256")][0]

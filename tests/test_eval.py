@@ -10,13 +10,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_cli import EXAMPLE, run
 
 from gsasr_cli import evaluate as ev
 from gsasr_cli.jobs import list_images
 from gsasr_cli.metrics import psnr_y
 from gsasr_cli.resize import imresize
 from gsasr_cli.weights_io import load_model
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.png"
 
 
 @pytest.fixture
@@ -97,10 +98,10 @@ def test_table_means_and_differences():
     assert "| x2 | b | 32.00 | 35.00 | 35.50 |" in lines
 
 
-def test_cli_prints_the_table_and_writes_json_and_plot(hr_folder, tmp_path, capsys):
+def test_cli_prints_the_table_and_writes_json_and_plot(run_cli, hr_folder, tmp_path, capsys):
     plot, js = tmp_path / "psnr.png", tmp_path / "scores.json"
     argv = ["eval", str(hr_folder), "--scales", "2,3.7", "--per-image", "--threads", "1"]
-    code, out, err = run([*argv, "--json", str(js), "--plot", str(plot)], capsys)
+    code, out, err = run_cli([*argv, "--json", str(js), "--plot", str(plot)])
     assert code == 0, err
     assert out.startswith("# 2 images in ")
     rows = [line for line in out.splitlines() if line.startswith("| x")]
@@ -114,9 +115,9 @@ def test_cli_prints_the_table_and_writes_json_and_plot(hr_folder, tmp_path, caps
     assert image is not None and image.shape[0] > 300 and image.shape[1] > 500
 
 
-def test_cli_goes_on_past_a_bad_image_and_fails(hr_folder, capsys):
+def test_cli_goes_on_past_a_bad_image_and_fails(run_cli, hr_folder, capsys):
     (hr_folder / "c.png").write_bytes(b"not a png")
-    code, out, err = run(["eval", str(hr_folder), "--scales", "2", "--threads", "1"], capsys)
+    code, out, err = run_cli(["eval", str(hr_folder), "--scales", "2", "--threads", "1"])
     assert code == 1
     assert "c.png" in err and "error:" in err
     assert "| x2 | 2 |" in out  # the two good images are scored
@@ -131,17 +132,17 @@ def test_cli_goes_on_past_a_bad_image_and_fails(hr_folder, capsys):
         (["--json", "/"], "--json /: is a folder"),
     ],
 )
-def test_cli_usage_errors(hr_folder, capsys, argv, message):
-    code, _, err = run(["eval", str(hr_folder), *argv], capsys)
+def test_cli_usage_errors(run_cli, hr_folder, capsys, argv, message):
+    code, _, err = run_cli(["eval", str(hr_folder), *argv])
     assert code == 2 and message in err
 
 
-def test_cli_missing_folder_or_liif(tmp_path, hr_folder, capsys):
-    code, _, err = run(["eval", str(tmp_path / "none")], capsys)
-    assert code == 1 and f"{tmp_path / 'none'}: not a folder" in err
+def test_cli_missing_folder_or_liif(run_cli, tmp_path, hr_folder, capsys):
+    code, _, err = run_cli(["eval", str(tmp_path / "none")])
+    assert code == 2 and f"{tmp_path / 'none'}: not a folder" in err
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, _, err = run(["eval", str(empty)], capsys)
+    code, _, err = run_cli(["eval", str(empty)])
     assert code == 1 and "no images" in err
-    code, _, err = run(["eval", str(hr_folder), "--liif", str(tmp_path / "x")], capsys)
+    code, _, err = run_cli(["eval", str(hr_folder), "--liif", str(tmp_path / "x")])
     assert code == 1 and "edsr-baseline-liif.pth: not found" in err

@@ -18,9 +18,9 @@ import torch
 
 from gsasr_cli import tiling
 from gsasr_cli.errors import GsasrError
+from gsasr_cli.inference import output_size
 from gsasr_cli.model import GSASR, ModelConfig
 from gsasr_cli.tiling import MIN_TILE, auto_tile, halo, receptive_radii, upscale_tiled
-from gsasr_cli.upscale import output_size
 from gsasr_cli.weights_io import default_weights_path, load_model
 
 SMALL = ModelConfig(n_feats=8, n_resblocks=2, decoder_blocks=1)

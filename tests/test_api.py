@@ -1,0 +1,143 @@
+"""The Python API: one call on arrays, PIL images and paths; same kinds out; thread-safe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+import gsasr_cli
+from gsasr_cli import GsasrError, InvalidRequest, load_model, upscale
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.png"
+MODEL = load_model(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:  # [18, 24, 3] uint8 RGB
+    return cv2.imread(str(EXAMPLE))[40:58, 30:54, ::-1].copy()
+
+
+def test_uint8_rgb_array_matches_the_cli(photo, tmp_path, run_cli):
+    out = upscale(photo, scale=2.5, model=MODEL)
+    assert out.dtype == np.uint8 and out.shape == (45, 60, 3)
+    src = tmp_path / "p.png"
+    cv2.imwrite(str(src), photo[:, :, ::-1])
+    code, _, err = run_cli(["upscale", str(src), "-s", "2.5", "--device", "cpu"])
+    assert code == 0, err
+    assert np.array_equal(cv2.imread(str(tmp_path / "p_x2.5.png"))[:, :, ::-1], out)
+
+
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [
+        ((18, 24), np.uint8),
+        ((18, 24, 1), np.uint16),
+        ((18, 24, 4), np.float32),
+        ((18, 24, 3), np.float64),
+    ],
+)
+def test_arrays_keep_dtype_and_layout(photo, shape, dtype):
+    base = photo.astype(np.float64) / 255.0
+    if len(shape) == 2 or shape[2] == 1:
+        base = base.mean(axis=2).reshape(shape)
+    elif shape[2] == 4:
+        alpha = np.linspace(0, 1, 24)[None, :, None].repeat(18, 0)
+        base = np.concatenate([base, alpha], axis=2)
+    if np.issubdtype(dtype, np.integer):
+        peak = np.iinfo(dtype).max
+        image = np.rint(base * peak).astype(dtype)
+    else:
+        image = base.astype(dtype)
+    out = upscale(image, width=48, model=MODEL)
+    assert out.dtype == dtype and out.shape == (36, 48, *shape[2:])
+    if dtype == np.float32 and shape[2] == 4:  # alpha upscaled, kept in [0, 1]
+        assert 0 <= out.min() and out.max() <= 1
+        assert out[:, 0, 3].max() < 0.05 and out[:, -1, 3].min() > 0.95
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16", "1", "CMYK"])
+def test_pil_images_keep_their_mode(photo, mode):
+    im = PILImage.fromarray(photo).convert(mode)
+    out = upscale(im, scale=2, model=MODEL)
+    want = {"P": "RGB", "1": "L", "CMYK": "RGB"}.get(mode, mode)
+    assert isinstance(out, PILImage.Image) and out.mode == want and out.size == (48, 36)
+
+
+def test_a_path_gives_an_array_with_orientation_applied(photo, tmp_path):
+    src = tmp_path / "rotated.jpg"
+    im = PILImage.fromarray(photo)
+    exif = im.getexif()
+    exif[0x0112] = 6  # stored sideways: upright is 18 wide, 24 tall
+    im.save(src, exif=exif, quality=95)
+    out = upscale(str(src), scale=2, model=MODEL)
+    assert out.dtype == np.uint8 and out.shape == (48, 36, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({}, "exactly one"),
+        ({"scale": 2, "width": 40}, "exactly one"),
+        ({"scale": 0.5}, ">= 1"),
+        ({"scale": float("nan")}, ">= 1"),
+        ({"width": 10}, "shrink"),
+        ({"size": (40, 0)}, "size"),
+        ({"scale": 2, "precision": "fp8"}, "Precision"),
+        ({"scale": 2, "alpha": "magic"}, "AlphaMode"),
+        ({"scale": 2, "tile": 3}, "tile"),
+        ({"scale": 2, "precision": "fp16"}, "CUDA"),
+        ({"scale": 1000}, "over the limit"),
+    ],
+)
+def test_bad_arguments_are_value_errors_in_neutral_words(photo, kwargs, match):
+    with pytest.raises(ValueError, match=match) as exc:
+        upscale(photo, model=MODEL, **kwargs)
+    assert "--" not in str(exc.value)  # the library speaks of images, not flags
+    assert isinstance(exc.value, InvalidRequest)
+
+
+def test_bad_images_are_library_errors(tmp_path):
+    with pytest.raises(ValueError, match="HxW"):
+        upscale(np.zeros((4, 4, 2), np.uint8), scale=2, model=MODEL)
+    with pytest.raises(ValueError, match="dtype"):
+        upscale(np.zeros((4, 4, 3), np.int32), scale=2, model=MODEL)
+    with pytest.raises(ValueError, match="NaN"):
+        upscale(np.full((4, 4, 3), np.nan, np.float32), scale=2, model=MODEL)
+    with pytest.raises(ValueError, match="list"):
+        upscale([[1, 2]], scale=2, model=MODEL)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(GsasrError, match="bad.png"):
+        upscale(bad, scale=2, model=MODEL)
+
+
+def test_one_model_serves_threads_with_identical_results(photo):
+    images = [np.roll(photo, k, axis=1) for k in range(6)]
+    alone = [upscale(im, scale=3, model=MODEL) for im in images]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda im: upscale(im, scale=3, model=MODEL), images))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
+
+
+def test_tta_and_tiles(photo):
+    plain = upscale(photo, scale=2, model=MODEL, tile=0)
+    assert np.array_equal(upscale(photo, scale=2, model=MODEL, tile=16), plain)
+    ensemble = upscale(photo.astype(np.float32) / 255, scale=2, model=MODEL, tta=True)
+    assert np.abs(ensemble * 255 - plain).max() > 0.5  # a different, averaged result
+
+
+def test_default_model_is_loaded_once():
+    assert gsasr_cli.default_model("cpu") is gsasr_cli.default_model("cpu")
+
+
+def test_importing_the_package_does_not_import_torch():
+    code = "import sys, gsasr_cli; print('torch' in sys.modules, gsasr_cli.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", gsasr_cli.__version__]
