@@ -31,6 +31,10 @@ from .metadata import Metadata, metadata_from, metadata_from_raw
 # so the output, and the memory, are larger still.
 MAX_INPUT_PIXELS = 1 << 27
 
+# OpenCV's decoders refuse longer sides (CV_IO_MAX_IMAGE_WIDTH and _HEIGHT); a strip of
+# 10 x 10 million pixels is within the pixel limit but no image we can decode.
+MAX_SIDE = 1 << 20
+
 FORMAT_NAMES = "PNG, JPEG, WebP, TIFF, BMP, GIF or PNM"
 Warn = Callable[[str], None]
 
@@ -122,12 +126,21 @@ def probe_bytes(
         raise GsasrError(
             f"{name}: not a readable image ({fmt} header says {info.width}x{info.height})"
         )
+    if max(info.width, info.height) > MAX_SIDE:
+        raise GsasrError(
+            f"{name}: {info.width}x{info.height} is longer than the decoder allows "
+            f"({MAX_SIDE} pixels a side)"
+        )
     if max_pixels is not None and info.pixels > max_pixels:
         raise GsasrError(
-            f"{name}: {info.width}x{info.height} is {info.pixels / 1e6:.0f} megapixels, over the "
-            f"{max_pixels / 1e6:.0f} megapixel input limit"
+            f"{name}: {info.width}x{info.height} is {_count(info.pixels)}, over the input "
+            f"limit of {_count(max_pixels)}"
         )
     return info
+
+
+def _count(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f} megapixels" if pixels >= 10**6 else f"{pixels} pixels"
 
 
 def _u16(b, o, big=False):
@@ -407,7 +420,9 @@ def _frames(im) -> int:
     if im is None:
         return 1
     try:
-        return max(1, int(getattr(im, "n_frames", 1)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # about later frames, which are not decoded
+            return max(1, int(getattr(im, "n_frames", 1)))
     except Exception:  # noqa: BLE001 - a broken later frame: the first is still there
         return 1
 

@@ -249,6 +249,7 @@ def _codec_reason(notes: list[str], all_lines: bool = False) -> str:
         for line in note.splitlines():
             line = _OPENCV_ERROR.sub("", _OPENCV_PREFIX.sub("", line.strip())).strip()
             line = re.sub(r"\s+in function '[^']*'$", "", line)
+            line = re.sub(r"^imdecode_\('[^']*'\):\s*", "", line)
             if line and line not in lines:
                 lines.append(line)
     if not lines:

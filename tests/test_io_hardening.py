@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from gsasr_cli.errors import GsasrError
@@ -177,14 +179,15 @@ BOMBS = {"bmp": bomb_bmp, "jpeg": bomb_jpeg, "webp": bomb_webp, "tiff": bomb_tif
 def test_bombs_are_refused_from_the_header(kind, tmp_path):
     data = BOMBS[kind]()
     with pytest.raises(
-        GsasrError, match=r"^bomb: \d+x\d+ is \d+ megapixels, over the 134 megapixel"
+        GsasrError,
+        match=r"^bomb: \d+x\d+ is \d+ megapixels, over the input limit of 134 megapixels$",
     ):
         decode(data, "bomb")
     path = tmp_path / f"bomb.{kind}"
     path.write_bytes(data)
     info = probe_image(path, max_pixels=None)  # a dry run sizes it without decoding
     assert info.pixels > MAX_INPUT_PIXELS and info.format == kind.upper()
-    with pytest.raises(GsasrError, match="megapixel input limit"):
+    with pytest.raises(GsasrError, match="over the input limit"):
         probe_image(path)
 
 
@@ -222,7 +225,9 @@ def test_bombs_cost_no_memory(tmp_path):
 
 def test_the_pixel_limit_is_a_parameter():
     data = cv2.imencode(".png", rgb8(100, 100))[1].tobytes()
-    with pytest.raises(GsasrError, match="100x100 is 0 megapixels, over the 0 megapixel"):
+    with pytest.raises(
+        GsasrError, match="100x100 is 10000 pixels, over the input limit of 5000 pixels"
+    ):
         decode(data, "x.png", max_pixels=5000)
     assert decode(data, "x.png", max_pixels=None).size == (100, 100)
 
@@ -748,3 +753,38 @@ def test_threads_decoding_at_once_keep_stderr_and_their_own_notes(capfd):
         assert len(got) == (20 if i % 2 else 0) and all(n.startswith(f"{i}.jpg: ") for n in got)
     os.write(2, b"still stderr\n")
     assert capfd.readouterr().err == "still stderr\n"
+
+
+def _exif_seed() -> bytes:
+    exif = PILImage.Exif()
+    exif[MAKE], exif[0x0110], exif[0x0132] = "Cam", "Model 1", "2024:01:02 03:04:05"
+    exif[0x011A], exif[0x0128], exif[0x0112] = 72.0, 2, 1
+    exif[0x8769] = {0xA002: 8, 0xA003: 6, 0x9003: "2024:01:02 03:04:05"}
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 0.0)}
+    return exif.tobytes()[6:]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10**4), st.integers(0, 255)), min_size=1, max_size=6))
+def test_mutated_exif_never_fails_a_file(flips):
+    exif = bytearray(_exif_seed())
+    for pos, value in flips:
+        exif[pos % len(exif)] = value
+    pixels = rgb8(6, 8)
+    try:
+        image = decode(jpeg_with_exif(bytes(exif), pixels), "in.jpg", on_warning=lambda m: None)
+    except GsasrError as exc:
+        assert str(exc).startswith("in.jpg: ") and "\n" not in str(exc)
+        return
+    for ext in (".tif", ".png", ".jpg", ".webp"):
+        notes: list[str] = []
+        data = encode(image, ext, name=f"out{ext}", on_warning=notes.append)
+        assert read_back(data)[1] == (8, 6)
+        assert all(n.startswith(f"out{ext}: ") and "\n" not in n for n in notes)
+
+
+def test_a_side_longer_than_the_decoder_takes_is_refused_from_the_header():
+    png = bytearray(cv2.imencode(".png", rgb8(1, 8))[1].tobytes())
+    struct.pack_into(">I", png, 16, 2_000_000)  # 2,000,000 x 1: 2 MP, but too wide
+    with pytest.raises(GsasrError, match=r"^x.png: 2000000x1 is longer than the decoder allows"):
+        decode(bytes(png), "x.png")
