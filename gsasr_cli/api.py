@@ -74,6 +74,7 @@ def upscale(
     size: tuple[int, int] | None = None,
     width: int | None = None,
     height: int | None = None,
+    fit: tuple[int, int] | None = None,
     model: GSASR | None = None,
     device: str = "auto",
     tile: int | str = "auto",
@@ -83,8 +84,9 @@ def upscale(
     max_output_pixels: int = MAX_OUTPUT_PIXELS,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> Any:
-    """Upscale `image` by `scale`, to `width` or `height` (aspect kept) or to an exact
-    `size` = (width, height); give exactly one of the four.
+    """Upscale `image` by `scale`, to `width` or `height` (aspect kept), to an exact
+    `size` = (width, height), or to the largest size that `fit`s in (width, height);
+    give exactly one of the five.
 
     `model` defaults to the shipped weights on `device`. `tile`: an LR tile side, 0 for
     untiled or "auto" (the largest that fits in free memory; the result is identical).
@@ -92,7 +94,7 @@ def upscale(
     time). `alpha`: "bicubic" or "model" for the alpha plane. `on_tile(done, total)`
     reports progress.
     """
-    sizing = Sizing.of(scale=scale, width=width, height=height, size=size)
+    sizing = Sizing.of(scale=scale, width=width, height=height, size=size, fit=fit)
     options = _options(tile, precision, tta, alpha)
     if model is None:
         model = default_model(device)
