@@ -34,6 +34,7 @@ from .files import (
     Terminated,
     capture_stderr,
     check_name,
+    make_folder,
     read_file,
     read_stdin,
     reason,
@@ -58,11 +59,13 @@ __all__ = [
     "check_name",
     "check_output_size",
     "check_writable",
+    "make_folder",
     "decode",
     "encode",
     "parse_color",
     "probe_bytes",
     "probe_image",
+    "read_file",
     "read_image",
     "read_stdin",
     "same_format",
@@ -139,7 +142,9 @@ def probe_image(
     """Size, format, frames, transparency and metadata of an image file, from its headers
     only (the file is mapped, not read: only the pages the headers touch are loaded).
 
-    Raises GsasrError as `read_image` would for the same file, without decoding it.
+    Raises GsasrError as `read_image` would for the same file, without decoding it. A
+    pipe cannot be read twice: probing one consumes it, so to check an input before
+    decoding it, `read_file` (or `read_stdin`) once, then `probe_bytes` and `decode`.
     """
     path = Path(path)
     try:
@@ -285,27 +290,29 @@ def _to_float(raw: np.ndarray, grey: bool, keep_alpha: bool, meta: Metadata) -> 
 def check_output_size(
     ext: str, height: int, width: int, *, name: str = "output", channels: int = 3, bits: int = 8
 ) -> None:
-    """Raise GsasrError if format `ext` cannot hold a `width` x `height` image of
-    `channels` samples of `bits` bits (checked when planning, before any work)."""
-    cv_ext = FORMATS[ext.lower()][0]
+    """Raise GsasrError if format `ext` cannot hold a `width` x `height` image whose source
+    has `channels` samples a pixel (1 grey, 2 grey + alpha, 3 RGB, 4 RGBA; ImageInfo's
+    `channels`) of `bits` bits: checked when planning, before any work."""
+    cv_ext, deep, has_alpha = FORMATS[ext.lower()]
     side, limit = FORMAT_LIMITS[cv_ext]
     fmt = _FORMAT_NAMES[cv_ext]
     if max(height, width) > side:
         raise GsasrError(
             f"{name}: {width}x{height} is larger than {fmt} allows ({side} pixels a side at most)"
         )
-    if limit is not None:
-        if cv_ext == ".bmp":
-            channels, bits = (1 if channels == 1 else 3), 8
-        elif cv_ext == ".tif" and bits == 16 and not FORMATS[ext.lower()][1]:
-            bits = 8
-        row = width * channels * bits // 8
-        total = height * ((row + 3) & ~3 if cv_ext == ".bmp" else row)
-        if total > limit:
-            raise GsasrError(
-                f"{name}: {width}x{height} needs {size_text(total)}, more than a {fmt} "
-                f"file holds ({size_text(limit)})"
-            )
+    if limit is None:
+        return
+    alpha = channels in (2, 4) and has_alpha
+    # As `encode` writes it: grey + alpha as BGRA (OpenCV has no grey + alpha), 16 bits
+    # only where the format holds them.
+    samples = 4 if alpha else (1 if channels <= 2 else 3)
+    row = width * samples * (2 if bits == 16 and deep else 1)
+    total = height * ((row + 3) & ~3 if cv_ext == ".bmp" else row)
+    if total > limit:
+        raise GsasrError(
+            f"{name}: {width}x{height} needs {size_text(total)}, more than a {fmt} "
+            f"file holds ({size_text(limit)})"
+        )
 
 
 def same_format(a: str, b: str) -> bool:
@@ -353,8 +360,7 @@ def encode(
     cv_ext, deep, has_alpha = FORMATS[ext.lower()]
     h, w = image.size
     bits = 16 if image.bits == 16 and deep else 8
-    alpha = image.alpha is not None and has_alpha
-    channels = (1 if image.grey and not alpha else 3) + (1 if alpha else 0)
+    channels = (1 if image.grey else 3) + (0 if image.alpha is None else 1)
     check_output_size(ext, h, w, name=name, channels=channels, bits=bits)
     flatten = image.alpha is not None and not has_alpha
     if flatten and float(image.alpha.min()) < 1.0:

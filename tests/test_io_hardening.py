@@ -788,3 +788,14 @@ def test_a_side_longer_than_the_decoder_takes_is_refused_from_the_header():
     struct.pack_into(">I", png, 16, 2_000_000)  # 2,000,000 x 1: 2 MP, but too wide
     with pytest.raises(GsasrError, match=r"^x.png: 2000000x1 is longer than the decoder allows"):
         decode(bytes(png), "x.png")
+
+
+def test_format_limits_count_what_encode_writes():
+    # 26000^2 grey: 645 MiB as grey, 2.5 GiB as BGRA (grey + alpha), 5 GiB at 16 bits.
+    check_output_size(".tif", 26000, 26000, channels=1, bits=16)
+    check_output_size(".tif", 26000, 26000, channels=2, bits=8)
+    with pytest.raises(GsasrError, match="needs 5.04 GiB, more than a TIFF file holds"):
+        check_output_size(".tif", 26000, 26000, channels=2, bits=16)
+    check_output_size(".bmp", 40000, 40000, channels=2)  # flattened to grey: 1.5 GiB
+    with pytest.raises(GsasrError, match="more than a BMP file holds"):
+        check_output_size(".bmp", 40000, 40000, channels=4)
