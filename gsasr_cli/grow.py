@@ -7,11 +7,10 @@ import math
 import torch
 from torch import nn
 
-from .model import _NEIGHBORS, GSASR, ModelConfig
+from .model import GSASR, ModelConfig
 
-# Raw outputs per Gaussian that every colour mode shares, in the head's order:
-# mean (2), sigma (2), rho (1), opacity (1); the colour outputs follow them.
-_SHARED = 6
+# The opacity's place among a Gaussian's raw outputs: mean (2), sigma (2), rho, opacity,
+# colour (3).
 _OPACITY = 5
 
 
@@ -23,7 +22,7 @@ def grow(model: GSASR, target: ModelConfig, *, seed: int = 0, noise: float = 1e-
     identity. A finer grid splits every Gaussian into (grid / old grid)^2 children with
     its mean, shape and colour, and each 1/n of its opacity (exact to first order around
     the calibrated opacity), plus `noise` on the children's head weights, which lets them
-    part. A new colour mode starts its colour outputs at zero (the LR pixel's colour).
+    part. The colour modes share the head's outputs (only their use differs).
     With nothing changed the grown model renders exactly what `model` renders.
     Raises ValueError for a target that would shrink or cannot split evenly.
     """
@@ -56,31 +55,14 @@ def grow(model: GSASR, target: ModelConfig, *, seed: int = 0, noise: float = 1e-
     return grown
 
 
-def _initial_color_bias(cfg: ModelConfig, gy: int, gx: int) -> torch.Tensor:
-    """Colour outputs that start Gaussian (gy, gx) of a cell at the bilinear interpolation
-    of the LR colours at its sub-cell centre ("neighbors"), or at its LR pixel's colour."""
-    if cfg.color != "neighbors":
-        return torch.zeros(3)
-    # Offset of the sub-cell centre from the cell centre, in LR pixels, per axis.
-    oy, ox = (gy + 0.5) / cfg.grid - 0.5, (gx + 0.5) / cfg.grid - 0.5
-
-    def weight(offset: float, step: int) -> float:  # 1-D linear weight of neighbour `step`
-        return abs(offset) if step != 0 and step * offset > 0 else 0.0
-
-    def centre(offset: float, step: int) -> float:
-        return 1.0 - abs(offset) if step == 0 else weight(offset, step)
-
-    return torch.tensor([centre(oy, dy) * centre(ox, dx) for dy, dx in _NEIGHBORS])
-
-
 def _split_head(old: GSASR, new: GSASR, noise: float, gen: torch.Generator) -> None:
     n = new.cfg.grid // old.cfg.grid
     k_old, k_new = old.cfg.params_per_gaussian, new.cfg.params_per_gaussian
+    assert k_old == k_new
     w_old = old.decoder.head.weight.view(old.cfg.gaussians_per_pixel, k_old, -1)
     b_old = old.decoder.head.bias.view(old.cfg.gaussians_per_pixel, k_old)
     w_new = new.decoder.head.weight.view(new.cfg.gaussians_per_pixel, k_new, -1)
     b_new = new.decoder.head.bias.view(new.cfg.gaussians_per_pixel, k_new)
-    same_color = old.cfg.color == new.cfg.color
     # Opacity: sigmoid(z') should be sigmoid(z) / n^2 near the parent's calibrated z0.
     z0 = float(old.opacity_bias)
     a0 = torch.sigmoid(torch.tensor(z0, dtype=torch.float64)).item()
@@ -91,12 +73,8 @@ def _split_head(old: GSASR, new: GSASR, noise: float, gen: torch.Generator) -> N
         for gx in range(new.cfg.grid):
             child = gy * new.cfg.grid + gx
             parent = (gy // n) * old.cfg.grid + gx // n
-            keep = k_new if same_color else _SHARED
-            w_new[child, :keep] = w_old[parent, :keep]
-            b_new[child, :keep] = b_old[parent, :keep]
-            if not same_color:
-                w_new[child, _SHARED:] = 0.0
-                b_new[child, _SHARED:] = _initial_color_bias(new.cfg, gy, gx)
+            w_new[child] = w_old[parent]  # every colour mode has the same outputs
+            b_new[child] = b_old[parent]
             # The same mean: shift the offset by the difference of the cell-centre logits.
             b_new[child, 0:2] += old.centre_logit[parent] - new.centre_logit[child]
             w_new[child, _OPACITY] *= slope

@@ -10,11 +10,13 @@ tiling).
 
 Two choices make the output keep the colours of its input (`ModelConfig.color` and
 `ModelConfig.render`; weights files written before they existed use the legacy pair):
-- colour "neighbors": a Gaussian's colour is its LR pixel's colour plus a combination of
-  the differences to the 8 neighbouring LR colours, one coefficient per neighbour shared
-  by the channels. A flat neighbourhood gives exactly its colour; where the input has two
-  colours every Gaussian lies on the line through them. (Legacy "residual": the LR
-  colour plus a free RGB residual, which can invent any colour.)
+- colour "projected": a Gaussian's colour is its LR pixel's colour plus a residual that
+  is projected onto the colours' local span, the span of the differences between the
+  pixel and its 8 neighbours (ridge-regularised). Where the neighbourhood is flat the
+  residual vanishes; where the input has two colours every Gaussian lies on the line
+  through them; elsewhere (photographs, whose neighbourhoods span colour space) the
+  residual passes almost unchanged. (Legacy "residual": the free residual, which can
+  invent any colour.)
 - render "normalized": each output pixel is the weighted mean of the Gaussians that
   reach it, sum(w c) / sum(w), so flat regions stay flat up to the image border and a
   1x1 image keeps its colour. (Legacy "additive": the plain sum of GSASR's paper, which
@@ -32,9 +34,9 @@ import torch
 from gsasr_kernels import AxisMap, GaussianField, axis_map, rasterize
 from torch import Tensor, nn
 
-COLOR_MODES = ("neighbors", "residual")
+COLOR_MODES = ("projected", "residual")
 RENDER_MODES = ("normalized", "additive")
-# Neighbour offsets (dy, dx) of the "neighbors" colour, row-major without the centre.
+# Neighbour offsets (dy, dx) that span a pixel's local colours, row-major without the centre.
 _NEIGHBORS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
 # Weight of the fallback colour (the mean colour of the pixel's own cell) in a normalized
 # render: negligible against the sum of weights of a trained or calibrated field (about
@@ -62,7 +64,7 @@ class ModelConfig:
     radius: int = 1  # rendering window: (2 radius + 1)^2 LR cells around each output pixel
     sigma_min: float = 0.08
     sigma_max: float = 0.75
-    color: str = "neighbors"  # one of COLOR_MODES
+    color: str = "projected"  # one of COLOR_MODES
     render: str = "normalized"  # one of RENDER_MODES
 
     def __post_init__(self) -> None:
@@ -88,8 +90,7 @@ class ModelConfig:
     @property
     def param_layout(self) -> tuple[tuple[str, int], ...]:
         """The decoder head's raw outputs per Gaussian, in order: (name, count)."""
-        color = len(_NEIGHBORS) if self.color == "neighbors" else 3
-        return (("mean", 2), ("sigma", 2), ("rho", 1), ("opacity", 1), ("color", color))
+        return (("mean", 2), ("sigma", 2), ("rho", 1), ("opacity", 1), ("color", 3))
 
     @property
     def params_per_gaussian(self) -> int:
@@ -98,7 +99,7 @@ class ModelConfig:
     @property
     def color_radius(self) -> int:
         """LR pixels around a cell that its Gaussians' colours read (beyond the network)."""
-        return 1 if self.color == "neighbors" else 0
+        return 1 if self.color == "projected" else 0
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)
@@ -231,23 +232,50 @@ class GSASR(nn.Module):
 
 
 def _colors(lr: Tensor, raw: Tensor, mode: str) -> Tensor:
-    """Gaussian colours [B, H, W, G, 3] from the LR image [B, 3, H, W] and the raw head
-    outputs [B, H, W, G, n] (n = 8 neighbour coefficients, or 3 for a free residual)."""
+    """Gaussian colours [B, H, W, G, 3] from the LR image [B, 3, H, W] and the raw colour
+    residuals [B, H, W, G, 3] of the head."""
     centre = lr.permute(0, 2, 3, 1)[:, :, :, None, :]  # [B, H, W, 1, 3]
     if mode == "residual":
         return centre + raw
-    # Differences to the 8 neighbours; the border repeats itself (zero difference), so
-    # the image's edge adds no colour. [B, H, W, 8, 3]
+    return centre + _project(lr, raw)
+
+
+# Ridge of the projection, in squared colour units: neighbourhoods whose colours vary by
+# less than about 3 levels in a direction get no residual in that direction.
+_PROJECTION_RIDGE = 1e-4
+
+
+def _project(lr: Tensor, r: Tensor) -> Tensor:
+    """Residuals `r` [B, H, W, G, 3] projected onto each pixel's local colour span.
+
+    With D the differences between the pixel's colour and its 8 neighbours' (the border
+    repeats itself), M = sum_k d_k d_k^T and A = M + ridge I, the projection is
+    A^-1 M r: the image of M r, a combination of the d_k, so for two colours it is along
+    their difference. The 3x3 inverse is written out (cofactors, in float64), so that
+    every pixel rounds alike whatever the tensor's size (exact tiling) and the
+    cancellation in the cofactors of a rank-1 M stays far below a level.
+    """
     h, w = lr.shape[-2:]
-    padded = torch.nn.functional.pad(lr, (1, 1, 1, 1), mode="replicate")
-    diffs = (
-        torch.stack(
-            [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBORS],
-            dim=-1,
-        ).permute(0, 2, 3, 4, 1)
-        - centre
-    )
-    return centre + torch.einsum("bhwgn,bhwnc->bhwgc", raw, diffs)
+    x = lr.double()
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    d = torch.stack(
+        [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] - x for dy, dx in _NEIGHBORS], 1
+    )  # [B, 8, 3, H, W]
+    m = [[(d[:, :, i] * d[:, :, j]).sum(1) for j in range(3)] for i in range(3)]  # [B, H, W]
+    a = [[m[i][j] + (_PROJECTION_RIDGE if i == j else 0.0) for j in range(3)] for i in range(3)]
+    cof = [
+        [
+            a[(i + 1) % 3][(j + 1) % 3] * a[(i + 2) % 3][(j + 2) % 3]
+            - a[(i + 1) % 3][(j + 2) % 3] * a[(i + 2) % 3][(j + 1) % 3]
+            for j in range(3)
+        ]
+        for i in range(3)
+    ]
+    det = a[0][0] * cof[0][0] + a[0][1] * cof[0][1] + a[0][2] * cof[0][2]
+    rd = r.double()
+    mr = [sum(m[i][j][..., None] * rd[..., j] for j in range(3)) for i in range(3)]  # [B,H,W,G]
+    out = [sum(cof[j][i][..., None] * mr[j] for j in range(3)) for i in range(3)]  # A sym.
+    return (torch.stack(out, -1) / det[..., None, None]).to(r.dtype)
 
 
 def _sigmoid(x: Tensor) -> Tensor:

@@ -210,7 +210,7 @@ def build_model(args: argparse.Namespace) -> GSASR:
     cfg = ModelConfig(
         grid=args.grid or 2,
         decoder_blocks=args.decoder_blocks or 2,
-        color=args.color or "neighbors",
+        color=args.color or "projected",
         render=args.render or "normalized",
     )
     model = GSASR(cfg)
@@ -252,7 +252,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
         help="decoder depth [default: 2, or as --init]; with --init, more blocks are "
         "added in front as the identity",
     )
-    start.add_argument("--color", choices=COLOR_MODES, help="[default: neighbors, or as --init]")
+    start.add_argument("--color", choices=COLOR_MODES, help="[default: projected, or as --init]")
     start.add_argument("--render", choices=RENDER_MODES, help="[default: normalized, or as --init]")
     ap.add_argument(
         "--resume",

@@ -36,7 +36,7 @@ def random_model() -> GSASR:
 RANDOM = random_model()
 SHIPPED = load_model()
 TRAINED = pytest.mark.skipif(
-    SHIPPED.cfg.render != "normalized" or SHIPPED.cfg.color != "neighbors",
+    SHIPPED.cfg.render != "normalized" or SHIPPED.cfg.color != "projected",
     reason="the shipped weights predate neighbour colours and normalised rendering",
 )
 
