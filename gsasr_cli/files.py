@@ -221,7 +221,11 @@ def _link_exclusive(tmp: str, path: Path) -> None:
         except FileExistsError:
             raise OutputExists(f"{path}: output exists") from None
         os.close(fd)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(path)  # our empty placeholder, not a file of anyone else
+            raise
 
 
 def _umask() -> int:

@@ -799,3 +799,27 @@ def test_format_limits_count_what_encode_writes():
     check_output_size(".bmp", 40000, 40000, channels=2)  # flattened to grey: 1.5 GiB
     with pytest.raises(GsasrError, match="more than a BMP file holds"):
         check_output_size(".bmp", 40000, 40000, channels=4)
+
+
+def test_without_hard_links_the_name_is_still_claimed_exclusively(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(src, dst):  # FAT, some network file systems
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "out.png"
+    write_atomic(target, b"first", overwrite=False)
+    with pytest.raises(OutputExists):
+        write_atomic(target, b"second", overwrite=False)
+    assert target.read_bytes() == b"first" and os.listdir(tmp_path) == ["out.png"]
+    real_replace = os.replace
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "other.png", b"data", overwrite=False)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert os.listdir(tmp_path) == ["out.png"]  # no empty placeholder, no temporary file
