@@ -175,14 +175,34 @@ def _png(b, name: str, warn: Warn) -> ImageInfo:
             frames = max(1, _u32(body, 0, True))
         elif kind == b"iCCP" and icc is None:
             icc = _iccp(bytes(body), name, warn)
-        elif kind == b"eXIf" and exif is None:
+        elif kind == b"eXIf":
             exif = bytes(body)
+        elif kind in (b"tEXt", b"zTXt") and exif is None:
+            exif = _raw_profile_exif(kind, bytes(body))
         elif kind == b"IEND":
             break
         pos += 12 + length
     meta = metadata_from_raw(exif, icc, name, warn)
     w, h = _upright(w, h, meta)
     return ImageInfo(w, h, "PNG", frames, alpha, ctype in (0, 4), 16 if depth == 16 else 8, meta)
+
+
+def _raw_profile_exif(kind: bytes, body: bytes, limit: int = 1 << 20) -> bytes | None:
+    """EXIF as ImageMagick stored it before PNG had eXIf: hex in a text chunk named
+    "Raw profile type exif"."""
+    key, _, text = body.partition(b"\x00")
+    if key != b"Raw profile type exif":
+        return None
+    if kind == b"zTXt":
+        inflate = zlib.decompressobj()
+        try:
+            text = inflate.decompress(text[1:], limit)  # after the compression method
+        except zlib.error:
+            return None
+    try:
+        return bytes.fromhex("".join(text.decode("latin-1").split("\n")[3:])) or None
+    except ValueError:
+        return None
 
 
 def _iccp(body: bytes, name: str, warn: Warn, limit: int = 1 << 24) -> bytes | None:
@@ -388,7 +408,7 @@ def _pnm(b, name: str, warn: Warn) -> ImageInfo:
 def _pillow(factory, b, name: str, warn: Warn):
     """Open with one Pillow plugin, lazily (headers only) and without Pillow's own pixel
     limit, which is ours to apply; None, with a warning, when Pillow cannot."""
-    fp = io.BytesIO(b) if isinstance(b, bytes) else b
+    fp = b if isinstance(b, mmap.mmap) else io.BytesIO(b)
     try:
         fp.seek(0)
         with warnings.catch_warnings():

@@ -823,3 +823,25 @@ def test_without_hard_links_the_name_is_still_claimed_exclusively(tmp_path, monk
         write_atomic(tmp_path / "other.png", b"data", overwrite=False)
     monkeypatch.setattr(os, "replace", real_replace)
     assert os.listdir(tmp_path) == ["out.png"]  # no empty placeholder, no temporary file
+
+
+@pytest.mark.parametrize("where", ["eXIf after the pixels", "ImageMagick text chunk"])
+def test_png_exif_anywhere_is_read_without_decoding(where):
+    exif = PILImage.Exif()
+    exif[0x0112], exif[MAKE] = 6, "PngCam"
+    raw = exif.tobytes()[6:]
+    png = cv2.imencode(".png", rgb8(20, 24))[1].tobytes()
+    if where.startswith("eXIf"):
+        chunk_kind, body = b"eXIf", raw
+    else:
+        text = f"\nexif\n{len(raw):8d}\n{raw.hex()}\n".encode()
+        chunk_kind, body = b"zTXt", b"Raw profile type exif\0\0" + zlib.compress(text)
+    crc = zlib.crc32(chunk_kind + body) & 0xFFFFFFFF
+    chunk = struct.pack(">I", len(body)) + chunk_kind + body + struct.pack(">I", crc)
+    png = png[:-12] + chunk + png[-12:]  # before IEND
+    info = probe_bytes(png, "x.png")
+    assert (info.width, info.height) == (20, 24) and info.meta.orientation == 6
+    image = decode(png, "x.png")
+    assert image.size == (24, 20)
+    with PILImage.open(io.BytesIO(encode(image, ".jpg"))) as out:
+        assert out.getexif()[MAKE] == "PngCam"
