@@ -120,7 +120,9 @@ def probe_bytes(
         info = _PARSERS[fmt](buf, name, warn)
     except _Bad as exc:
         raise GsasrError(f"{name}: not a readable image (broken {fmt} header: {exc})") from None
-    except (struct.error, IndexError, ValueError, TypeError, OverflowError):
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - struct and index errors of a cut header, and the like
         raise GsasrError(f"{name}: not a readable image (truncated {fmt} header)") from None
     if info.width <= 0 or info.height <= 0:
         raise GsasrError(
