@@ -204,6 +204,8 @@ def decode(
     if note:
         pending.append(note)
     raw = _imdecode(data, name, pending.append)
+    if max_pixels is not None and raw.shape[0] * raw.shape[1] > max_pixels:  # header lied
+        raise GsasrError(f"{name}: decodes to more pixels than its header says; refused")
     raw = apply_orientation(raw, info.meta.orientation)
     if raw.dtype not in (np.uint8, np.uint16):
         raise GsasrError(f"{name}: unsupported sample type {raw.dtype} (8- or 16-bit expected)")

@@ -157,11 +157,11 @@ def _clean_exif(exif: Any, name: str, warn: Warn) -> bytes | None:
             except Exception:  # noqa: BLE001 - a broken pointer: the sub-IFD is lost
                 sub = None
             del exif[tag]
-            if not sub:
+            if sub is None:
                 dropped.append(tag)
                 continue
             good = {t: v for t, v in sub.items() if _serialises({tag: {t: v}})}
-            dropped += [t for t in sub if t not in good]
+            dropped += [(tag, t) for t in sub if t not in good]
             if good:
                 exif[tag] = good
         for tag in [t for t in exif if t not in (EXIF_IFD, GPS_IFD)]:
@@ -196,11 +196,18 @@ def _serialises(tags: dict[int, Any]) -> bool:
     return True
 
 
-def _tag_list(tags: list[int]) -> str:
+def _tag_list(tags: list) -> str:
+    """Names of EXIF tags: IFD0 and Exif sub-IFD tags as numbers, GPS ones as (GPS_IFD, n)."""
     from PIL import ExifTags
 
-    names = {**ExifTags.TAGS, **{k: v for k, v in ExifTags.GPSTAGS.items() if k > 0x20}}
-    shown = [names.get(t, f"tag 0x{t:04x}") for t in tags[:4]]
+    def label(tag) -> str:
+        if isinstance(tag, tuple):
+            ifd, tag = tag
+            if ifd == GPS_IFD:
+                return ExifTags.GPSTAGS.get(tag, f"GPS tag {tag}")
+        return ExifTags.TAGS.get(tag, f"tag 0x{tag:04x}")
+
+    shown = [label(t) for t in tags[:4]]
     more = f" and {len(tags) - 4} more" if len(tags) > 4 else ""
     return ", ".join(shown) + more
 

@@ -845,3 +845,17 @@ def test_png_exif_anywhere_is_read_without_decoding(where):
     assert image.size == (24, 20)
     with PILImage.open(io.BytesIO(encode(image, ".jpg"))) as out:
         assert out.getexif()[MAKE] == "PngCam"
+
+
+def test_malformed_gps_tags_are_named_as_gps_tags():
+    # IFD0: Make and a GPS pointer to offset 38; GPS IFD: GPSLatitude (RATIONAL) as text.
+    ifd0 = struct.pack("<H", 2) + struct.pack("<HHI4s", MAKE, 2, 4, b"Cam\0")
+    ifd0 += struct.pack("<HHII", 0x8825, 4, 1, 38) + b"\0\0\0\0"
+    gps = struct.pack("<H", 1) + struct.pack("<HHI4s", 2, 2, 4, b"abc\0") + b"\0\0\0\0"
+    exif = b"II*\0" + struct.pack("<I", 8) + ifd0 + gps
+    assert len(b"II*\0" + struct.pack("<I", 8) + ifd0) == 38
+    notes: list[str] = []
+    image = decode(jpeg_with_exif(exif), "in.jpg", on_warning=notes.append)
+    assert notes == ["in.jpg: GPSLatitude malformed in the EXIF, not copied"], notes
+    with PILImage.open(io.BytesIO(encode(image, ".jpg"))) as out:
+        assert out.getexif()[MAKE] == "Cam"
