@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -198,6 +199,21 @@ def upscale(
     max_output_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse outputs larger than this many pixels.")
     ] = 400_000_000,
+    max_input_pixels: Annotated[
+        int,
+        typer.Option(min=1, help="Refuse inputs whose header says more pixels (before decoding)."),
+    ] = 1 << 27,
+    max_input_bytes: Annotated[
+        int, typer.Option(min=1, help="Refuse input files or streams longer than this.")
+    ] = 1 << 30,
+    background: Annotated[
+        str,
+        typer.Option(
+            help="Colour that transparency is flattened onto for JPEG and BMP outputs: "
+            "white, black, grey, #rrggbb or r,g,b.",
+            metavar="COLOR",
+        ),
+    ] = "white",
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also report tile and device.")
     ] = False,
@@ -210,6 +226,12 @@ def upscale(
 ) -> None:
     """Upscale images by any factor, e.g. [bold]gsasr upscale photo.png --scale 3.7[/]."""
     sizing = _sizing(scale, width, height, size, fit)
+    from .imageio import parse_color
+
+    try:
+        backdrop = parse_color(background)
+    except ValueError as exc:
+        raise UsageProblem(f"--background: {exc}") from exc
     if json_out and output == "-":
         raise UsageProblem("--json and -o - both want standard output; choose one")
     if tile != "auto" and not (tile.isdigit() and (int(tile) == 0 or int(tile) >= 16)):
@@ -220,6 +242,7 @@ def upscale(
     if output == "-" and _isatty(sys.stdout):
         raise UsageProblem("refusing to write image data to a terminal; redirect or pipe it")
     # Imported here so that `gsasr --help` and `--version` do not pay for torch.
+    from .files import Terminated
     from .jobs import Request, Runner, Settings, plan
     from .options import UpscaleOptions
 
@@ -228,7 +251,10 @@ def upscale(
         follow_symlinks, name, overwrite, skip_existing,
     )  # fmt: skip
     options = UpscaleOptions(tile if tile == "auto" else int(tile), precision, tta, alpha)
-    settings = Settings(options, device, weights, quality, dry_run, max_output_pixels)
+    settings = Settings(
+        options, device, weights, quality, dry_run, max_output_pixels, max_input_pixels,
+        max_input_bytes, backdrop,
+    )  # fmt: skip
     jobs = _peek(plan(inputs, req))
     if threads:
         import torch
@@ -251,7 +277,7 @@ def upscale(
         try:
             for job in jobs:
                 report.add(runner.run(job))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated):
             report.summary(interrupted=True)
             raise
     raise typer.Exit(report.summary())
@@ -384,10 +410,10 @@ class _Report:
         if not self.quiet and (total > 1 or self.dry_run or interrupted):
             done = "would upscale" if self.dry_run else "upscaled"
             n = c["dry-run"] if self.dry_run else c["ok"]
-            stop = "interrupted after" if interrupted else "of"
+            stop = "before the interrupt," if interrupted else f"of {total}"
             err.print(
                 f"{done} {n}, skipped {c['skipped']}, failed {c['failed']} "
-                f"{stop} {total} in {time.perf_counter() - self.start:.1f} s",
+                f"{stop} in {time.perf_counter() - self.start:.1f} s",
                 markup=False,
                 soft_wrap=True,
             )
@@ -564,10 +590,12 @@ def info() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors on stderr and honest exit codes (1 failure, 2 usage,
     130 interrupted, 143/129 terminated or hung up; outputs in progress are removed)."""
+    from .files import Terminated, terminate_on_signals
+
     command = typer.main.get_command(app)
-    previous = _signals_interrupt()
     try:
-        code = command.main(args=argv, prog_name="gsasr", standalone_mode=False)
+        with terminate_on_signals():
+            code = command.main(args=argv, prog_name="gsasr", standalone_mode=False)
     except InvalidRequest as exc:  # UsageProblem included
         _error(str(exc))
         sys.exit(2)
@@ -584,22 +612,20 @@ def main(argv: list[str] | None = None) -> None:
     except ClickException as exc:
         _error(exc.format_message())
         sys.exit(exc.exit_code)
-    except _Terminated as exc:
-        _error(f"terminated by {exc.name}")
+    except Terminated as exc:
+        _error(f"terminated by {signal.Signals(exc.signum).name}")
         sys.exit(128 + exc.signum)
     except (KeyboardInterrupt, typer.Abort):
         _error("interrupted", prefix="")
         sys.exit(130)
     except BrokenPipeError:
         # The reader went away (`| head -1`): stop quietly, as `cat` does.
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, AttributeError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
     except OSError as exc:  # stdout closed or full (>&-, > /dev/full)
         _error(f"cannot write to standard output ({exc.strerror or exc})")
         sys.exit(1)
-    finally:
-        _restore(previous)
     if code == 130:
         _error("interrupted", prefix="")
     sys.exit(code if isinstance(code, int) else 0)
@@ -608,39 +634,3 @@ def main(argv: list[str] | None = None) -> None:
 def _error(message: str, prefix: str = "error: ") -> None:
     with contextlib.suppress(OSError, ValueError):
         err.print(f"{prefix}{message}", markup=False, soft_wrap=True)
-
-
-class _Terminated(BaseException):
-    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so that partial outputs are removed."""
-
-    def __init__(self, signum: int) -> None:
-        import signal
-
-        super().__init__(signum)
-        self.signum, self.name = signum, signal.Signals(signum).name
-
-
-def _signals_interrupt() -> dict:
-    """Make SIGTERM and SIGHUP raise _Terminated; returns the handlers they had."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(signum: int, frame: object) -> None:
-        raise _Terminated(signum)
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(ValueError, OSError):
-            previous[sig] = signal.signal(sig, handler)
-    return previous
-
-
-def _restore(previous: dict) -> None:
-    import signal
-
-    for sig, handler in previous.items():
-        with contextlib.suppress(ValueError, OSError, TypeError):
-            signal.signal(sig, handler)

@@ -25,7 +25,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import GsasrError, InvalidRequest, UsageProblem
-from .imageio import FORMATS, Image, decode, encode, read_image, write_atomic
+from .files import OutputExists, check_name, make_folder, read_file, read_stdin, write_atomic
+from .imageio import (
+    FORMATS,
+    MAX_INPUT_BYTES,
+    MAX_INPUT_PIXELS,
+    WHITE,
+    check_output_size,
+    decode,
+    encode,
+    probe_bytes,
+    probe_image,
+    read_image,
+)
 from .inference import MAX_OUTPUT_PIXELS, Sizing
 from .options import DEFAULT_OPTIONS, UpscaleOptions
 
@@ -351,6 +363,10 @@ class _Outputs:
 
 def _refuse_losses(job: Job, is_input: _InputTest, planned: _Outputs) -> Job:
     assert job.output is not None
+    try:
+        check_name(job.output)
+    except GsasrError as exc:
+        return _with_problem(job, str(exc))
     if job.source is not None and _same_file(job.output, job.source):
         return _with_problem(job, f"{job.output}: is the input itself; refusing to replace it")
     if is_input(job.output) and job.output.exists():
@@ -407,6 +423,9 @@ class Settings:
     quality: int = 95
     dry_run: bool = False
     max_output_pixels: int = MAX_OUTPUT_PIXELS
+    max_input_pixels: int = MAX_INPUT_PIXELS
+    max_input_bytes: int = MAX_INPUT_BYTES
+    background: tuple[int, int, int] = WHITE  # what transparency is flattened onto
 
 
 class Skip(Exception):
@@ -423,13 +442,9 @@ class Runner:
         *,
         model: GSASR | None = None,
         on_tile: Callable[[int, int], None] | None = None,
-        stdin: Callable[[], bytes] | None = None,
-        stdout: Callable[[bytes], None] | None = None,
     ) -> None:
         self.req, self.settings, self.model = req, settings, model
         self.on_tile = on_tile
-        self.read_stdin = stdin or (lambda: sys.stdin.buffer.read())
-        self.write_stdout = stdout or _write_stdout
         self.device: torch.device | None = None
 
     def load(self) -> GSASR:
@@ -460,46 +475,74 @@ class Runner:
             r.status, r.error, r.invalid = Status.FAILED, str(exc), isinstance(exc, InvalidRequest)
             if isinstance(exc, InvalidRequest) and job.source is not None:
                 r.error = f"{job.name}: {exc}"
+        r.warnings = list(dict.fromkeys(r.warnings))  # probe and decode may say one thing twice
         r.seconds = round(time.perf_counter() - start, 3)
         return r
 
     def _run(self, job: Job, r: Result) -> None:
-        req, settings = self.req, self.settings
+        req, st = self.req, self.settings
+        warn = r.warnings.append
         if job.output is not None and job.output.exists() and not req.overwrite:
-            if job.batch or req.skip_existing:
-                raise Skip(f"{job.output}: exists (use --overwrite to replace it)")
-            raise GsasrError(f"{job.output}: output exists (use --overwrite to replace it)")
-        image = self._read(job)
-        h, w = image.size
-        out_size, scale = req.sizing.target(h, w, max_pixels=settings.max_output_pixels)
-        r.input_size, r.output_size, r.scale = (
-            [w, h],
-            [out_size[1], out_size[0]],
-            [scale[1], scale[0]],
+            self._exists(job)
+        # Size and format from the headers: nothing is decoded before the request is known
+        # to be possible (dry runs decode nothing at all).
+        data = None
+        if job.source is None:
+            data = read_stdin(max_bytes=st.max_input_bytes)
+        elif not job.source.is_file():  # a pipe cannot be read twice
+            data = read_file(job.source, max_bytes=st.max_input_bytes)
+        if data is not None:
+            info = probe_bytes(data, job.name, max_pixels=st.max_input_pixels, on_warning=warn)
+        else:
+            assert job.source is not None
+            info = probe_image(
+                job.source,
+                max_pixels=st.max_input_pixels,
+                max_bytes=st.max_input_bytes,
+                on_warning=warn,
+            )
+        out_size, scale = req.sizing.target(
+            info.height, info.width, max_pixels=st.max_output_pixels
         )
+        r.input_size, r.output_size = [info.width, info.height], [out_size[1], out_size[0]]
+        r.scale = [scale[1], scale[0]]
+        target = str(job.output) if job.output is not None else "<stdout>"
+        check_output_size(job.ext, *out_size, name=target, channels=info.channels, bits=info.bits)
         if job.output is not None:
-            _check_output_folder(job.output, create=not settings.dry_run)
-        if settings.dry_run:
+            _check_output_folder(job.output, create=not st.dry_run)
+        if st.dry_run:
             r.status = Status.DRY_RUN
             return
+        limits = {"max_pixels": st.max_input_pixels, "on_warning": warn}
+        if data is not None:
+            image = decode(data, job.name, **limits)
+        else:
+            assert job.source is not None
+            image = read_image(job.source, max_bytes=st.max_input_bytes, **limits)
         from .inference import upscale_image
 
         model = self.load()
         assert self.device is not None
         r.device = str(self.device)
         result, r.tile = upscale_image(
-            model, image, out_size, scale, self.device, settings.options, self.on_tile
+            model, image, out_size, scale, self.device, st.options, self.on_tile
         )
-        data = encode(result, job.ext, settings.quality)
+        del image
+        encoded = encode(
+            result, job.ext, st.quality, background=st.background, name=target, on_warning=warn
+        )
         if job.output is None:
-            self.write_stdout(data)
-        else:
-            write_atomic(job.output, data)
+            _write_stdout(encoded)
+            return
+        try:
+            write_atomic(job.output, encoded, overwrite=req.overwrite)
+        except OutputExists:  # another process wrote it meanwhile
+            self._exists(job)
 
-    def _read(self, job: Job) -> Image:
-        if job.source is None:
-            return decode(self.read_stdin(), "<stdin>")
-        return read_image(job.source)
+    def _exists(self, job: Job) -> None:
+        if job.batch or self.req.skip_existing:
+            raise Skip(f"{job.output}: exists (use --overwrite to replace it)")
+        raise GsasrError(f"{job.output}: output exists (use --overwrite to replace it)")
 
 
 def execute(jobs: Iterable[Job], runner: Runner) -> Iterator[Result]:
@@ -511,22 +554,20 @@ def execute(jobs: Iterable[Job], runner: Runner) -> Iterator[Result]:
 def _check_output_folder(output: Path, create: bool) -> None:
     """Make (or, without `create`, check makeable) the output's folder; GsasrError if not."""
     folder = output.parent
+    if create:
+        make_folder(folder, str(output))
+        return
     probe = folder
-    while not probe.exists():  # the nearest existing ancestor decides
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:  # the nearest existing ancestor
         probe = probe.parent
-    if probe.exists() and not probe.is_dir():
+    if not probe.is_dir():
         raise GsasrError(f"{output}: cannot write ({probe} is a file, not a folder)")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise GsasrError(f"{output}: cannot write ({probe} is not writable)")
-    if create and not folder.exists():
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GsasrError(f"{output}: cannot create {folder} ({exc.strerror or exc})") from exc
 
 
 def _write_stdout(data: bytes) -> None:
+    if sys.stdout is None:
+        raise GsasrError("<stdout>: standard output is closed")
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()

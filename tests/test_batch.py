@@ -246,22 +246,22 @@ def test_spaces_and_non_ascii_paths(run_cli, tmp_path, capsys):
 def test_interrupt_in_a_batch_leaves_no_partial_file(
     run_cli, folder, tmp_path, capsys, monkeypatch
 ):
-    import gsasr_cli.imageio as imageio
+    import gsasr_cli.files as files
 
-    real_replace, calls = imageio.os.replace, []
+    real_link, calls = files.os.link, []
 
-    def replace_then_interrupt(src, dst):
+    def link_then_interrupt(src, dst):
         if calls:
             raise KeyboardInterrupt
         calls.append(dst)
-        real_replace(src, dst)
+        real_link(src, dst)
 
-    monkeypatch.setattr(imageio.os, "replace", replace_then_interrupt)
+    monkeypatch.setattr(files.os, "link", link_then_interrupt)
     out = tmp_path / "out"
-    code, _, _ = run_cli(["upscale", str(folder), "-s", "2", "-o", str(out), "-r"])
-    assert code == 130
-    files = [p for p in out.rglob("*") if p.is_file()]
-    assert [str(p) for p in files] == [str(calls[0])]  # the finished one, nothing partial
+    code, _, err = run_cli(["upscale", str(folder), "-s", "2", "-o", str(out), "-r"])
+    assert code == 130 and "upscaled 1, skipped 0, failed 0 before the interrupt" in err
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert [str(p) for p in written] == [str(calls[0])]  # the finished one, nothing partial
 
 
 def test_tile_option_gives_the_same_image_and_is_reported(run_cli, tmp_path, capsys):

@@ -143,7 +143,7 @@ def test_output_folders_that_do_not_exist_are_created(run_cli, small_png, tmp_pa
 
 def test_output_folder_that_is_a_file(run_cli, small_png, tmp_path, capsys):
     code, _, err = run_cli(["upscale", str(small_png), "-s", "2", "-o", str(small_png / "x.png")])
-    assert code == 1 and "not a folder" in err
+    assert code == 1 and "a folder in its path is a file" in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
@@ -173,15 +173,18 @@ def test_cuda_requested_without_cuda(run_cli, small_png, capsys):
 
 
 def test_interrupted_write_leaves_no_partial_file(run_cli, small_png, capsys, monkeypatch):
-    import gsasr_cli.imageio as imageio
+    import gsasr_cli.files as files
 
-    def interrupted(src, dst):
+    def interrupted(fd):  # Ctrl-C while the data is being flushed, before it is linked
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(imageio.os, "replace", interrupted)
+    monkeypatch.setattr(files.os, "fsync", interrupted)
     code, _, err = run_cli(["upscale", str(small_png), "-s", "2"])
     assert code == 130
     assert sorted(p.name for p in small_png.parent.iterdir()) == ["small.png"]
+    monkeypatch.undo()
+    code, _, err = run_cli(["upscale", str(small_png), "-s", "2"])  # a rerun completes
+    assert code == 0 and (small_png.parent / "small_x2.png").is_file()
 
 
 def test_info_reports_paths_and_weights(run_cli, capsys):
