@@ -299,7 +299,7 @@ def upscale(
     _return_freed_memory()
     runner = Runner(req, settings)
     if not dry_run and any(j.problem is None for j in jobs.head):
-        runner.load()  # bad weights or an impossible precision fail before any file
+        runner.preflight()  # a bad device, precision or weights path fails before any file
     with _progress(quiet) as progress:
         files = progress.add_task("files", total=None)
         tiles = progress.add_task("tiles", total=None, visible=False)

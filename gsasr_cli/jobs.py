@@ -447,15 +447,26 @@ class Runner:
         self.on_tile = on_tile
         self.device: torch.device | None = None
 
+    def preflight(self) -> None:
+        """Check the device, the precision and the weights path before any file, without
+        loading the model (a request that fails on every file then costs nothing)."""
+        if self.model is not None:
+            return
+        from .inference import resolve_device
+        from .tiling import autocast_dtype
+
+        self.device = resolve_device(self.settings.device)
+        autocast_dtype(self.settings.options.precision, self.device)
+        weights = self.settings.weights
+        if weights is not None and not Path(weights).is_file():
+            raise InvalidRequest(f"{weights}: weights file not found")
+
     def load(self) -> GSASR:
-        """The model, loaded once (also to fail early on bad weights or device)."""
+        """The model, loaded once, on the first file that needs it."""
         if self.model is None:
             from .api import load_model
-            from .inference import resolve_device
-            from .tiling import autocast_dtype
 
-            self.device = resolve_device(self.settings.device)
-            autocast_dtype(self.settings.options.precision, self.device)
+            self.preflight()
             self.model = load_model(self.settings.weights, str(self.device))
         if self.device is None:
             self.device = next(self.model.parameters()).device

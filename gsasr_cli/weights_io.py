@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from .errors import GsasrError
+from .errors import GsasrError, InvalidRequest
 from .files import make_folder, write_atomic
 from .model import GSASR, ModelConfig
 
@@ -43,7 +43,7 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
     """Build the model described by a weights file and load it strictly, in float32."""
     path = path or default_weights_path()
     if not path.is_file():
-        raise GsasrError(f"{path}: weights file not found")
+        raise InvalidRequest(f"{path}: weights file not found")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
