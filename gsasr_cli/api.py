@@ -26,8 +26,8 @@ import numpy as np
 
 from .errors import InvalidRequest
 from .imageio import Image, read_image
-from .inference import MAX_OUTPUT_PIXELS, Sizing
 from .options import AlphaMode, Precision, UpscaleOptions
+from .sizing import MAX_OUTPUT_PIXELS, Sizing
 
 if TYPE_CHECKING:
     import torch

@@ -18,8 +18,8 @@ import torch
 
 from gsasr_cli import tiling
 from gsasr_cli.errors import GsasrError
-from gsasr_cli.inference import output_size
 from gsasr_cli.model import GSASR, ModelConfig
+from gsasr_cli.sizing import output_size
 from gsasr_cli.tiling import MIN_TILE, auto_tile, halo, receptive_radii, upscale_tiled
 from gsasr_cli.weights_io import default_weights_path, load_model
 
