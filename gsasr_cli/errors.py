@@ -14,3 +14,9 @@ class InvalidRequest(GsasrError, ValueError):
 
 class UsageProblem(InvalidRequest):
     """The command line asks for something impossible (exit code 2, not 1)."""
+
+
+class OutputClosed(Exception):
+    """Whoever read standard output went away (`| head -1`): stop quietly, as `cat` does.
+
+    Not a GsasrError: it ends the whole run, not one file."""

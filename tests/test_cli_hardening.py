@@ -1,0 +1,416 @@
+"""Issue #13 in the planner and the CLI: nothing lost, honest exit codes, pipes, conventions.
+
+Each test names the item it guards. The image-I/O items (TIFF EXIF, bombs, bounded reads,
+format limits, the writer, codec noise, frames, flattening) are in test_io_hardening.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.png"
+
+
+def write(path: Path, h: int = 12, w: int = 16, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = cv2.imread(str(EXAMPLE))[40 + seed : 40 + seed + h, 30 : 30 + w]
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def gsasr(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["gsasr", *args], capture_output=True, check=False, **kw)
+
+
+# ------------------------------------------------------------ 2, 3: nothing lost
+
+
+def test_2_an_output_that_is_an_input_of_the_run_is_refused(run_cli, tmp_path):
+    photos = tmp_path / "photos"
+    a_png, a_jpg = write(photos / "a.png"), write(photos / "a.jpg", seed=3)
+    before = a_png.read_bytes()
+    args = ["upscale", str(photos), "-s", "2", "--format", "png", "-o", str(photos) + "/"]
+    code, _, err = run_cli([*args, "--overwrite"])
+    assert code == 1 and "is an input of this run" in err
+    assert a_png.read_bytes() == before and a_jpg.is_file()
+
+
+def test_3_two_inputs_with_one_output_are_reported(run_cli, tmp_path):
+    d1, d2 = write(tmp_path / "d1" / "x.png"), write(tmp_path / "d2" / "x.png", seed=5)
+    out = tmp_path / "big"
+    code, stdout, err = run_cli(["upscale", str(d1), str(d2), "-s", "2", "-o", str(out), "--json"])
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert code == 1 and [r["status"] for r in records] == ["ok", "failed"]
+    assert f"also the output of {d1}" in records[1]["error"] and "also the output" in err
+    # a.jpg + a.png converted to one format in one folder
+    src = tmp_path / "mixed"
+    write(src / "a.jpg"), write(src / "a.png", seed=2)
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "--format", "png", "-o", str(out)])
+    assert code == 1 and "also the output of" in err and (out / "a.png").is_file()
+
+
+def test_3_the_readme_xargs_pipeline_reports_flattened_clashes(tmp_path):
+    write(tmp_path / "p" / "one" / "x.jpg"), write(tmp_path / "p" / "two" / "x.jpg", seed=4)
+    cmd = "find p -name '*.jpg' -print0 | sort -z | xargs -0 gsasr upscale -s 2 -o big/ --json"
+    res = subprocess.run(cmd, shell=True, cwd=tmp_path, capture_output=True, text=True)
+    statuses = [json.loads(ln)["status"] for ln in res.stdout.splitlines()]
+    assert res.returncode == 123 and statuses == ["ok", "failed"]  # xargs: 123 = a run failed
+
+
+# ------------------------------------------------------------ 4, 5, 14, 24: pipes
+
+
+def test_4_a_file_input_goes_to_stdout_with_o_dash(tmp_path):
+    src = write(tmp_path / "good.png")
+    res = gsasr("upscale", str(src), "-s", "2", "-o", "-", "--format", "png")
+    assert res.returncode == 0, res.stderr
+    assert cv2.imdecode(np.frombuffer(res.stdout, np.uint8), 1).shape == (24, 32, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.png"]  # nothing beside it
+
+
+def _drain(fd: int) -> threading.Thread:
+    """Read a pty's master side until it closes (a full pty would block the writer)."""
+
+    def loop() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(fd, 4096):
+                pass
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_5_json_goes_to_stdout_when_stderr_is_a_terminal(tmp_path):
+    write(tmp_path / "in" / "a.png")
+    master, slave = pty.openpty()
+    _drain(master)
+    try:
+        for extra in ([], ["--dry-run"]):
+            res = subprocess.run(
+                ["gsasr", "upscale", str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "o")]
+                + ["--json", *extra],
+                stdout=subprocess.PIPE,
+                stderr=slave,
+                timeout=120,
+                check=False,
+            )
+            assert res.returncode == 0
+            assert [json.loads(ln)["input"] for ln in res.stdout.splitlines()] == [
+                str(tmp_path / "in" / "a.png")
+            ]
+    finally:
+        os.close(master), os.close(slave)
+
+
+def test_14_closed_and_broken_standard_streams(tmp_path):
+    src = write(tmp_path / "a.png")
+    closed_in = gsasr("upscale", "-", "-s", "2", "-o", str(tmp_path / "o.png"),
+                      preexec_fn=lambda: os.close(0))  # fmt: skip
+    assert closed_in.returncode == 1 and b"standard input is closed" in closed_in.stderr
+    closed_out = gsasr("upscale", str(src), "-s", "2", "-o", "-", "--format", "png",
+                       preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert closed_out.returncode == 1 and b"standard output is closed" in closed_out.stderr
+    with open("/dev/full", "wb") as full:
+        res = subprocess.run(
+            ["gsasr", "upscale", str(src), "-s", "2", "-o", str(tmp_path / "f.png"), "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    assert res.returncode == 1 and b"cannot write to standard output" in res.stderr
+    assert b"Traceback" not in res.stderr
+    for i in range(3):
+        write(tmp_path / "many" / f"{i}.png", seed=i)
+    cmd = f"gsasr upscale {tmp_path / 'many'} -s 2 -o {tmp_path / 'm'} --json | head -1"
+    res = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    assert res.returncode == 141 and res.stderr.count("\n") <= 1 and "Traceback" not in res.stderr
+    assert json.loads(res.stdout)["status"] == "ok"
+
+
+def test_24_a_terminal_on_stdin_is_refused(tmp_path):
+    master, slave = pty.openpty()
+    _drain(master)
+    try:
+        res = subprocess.run(
+            ["gsasr", "upscale", "-", "-s", "2", "-o", str(tmp_path / "o.png")],
+            stdin=slave,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(master), os.close(slave)
+    assert res.returncode == 2 and b"terminal" in res.stderr
+
+
+# ------------------------------------------------------------ 6, 13: weights
+
+
+@pytest.fixture
+def weights_copy(tmp_path):
+    from gsasr_cli.weights_io import default_weights_path
+
+    path = default_weights_path()
+    tensors = load_file(str(path))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    return tensors, meta
+
+
+def test_6_weights_with_nan_are_refused(run_cli, tmp_path, weights_copy):
+    tensors, meta = weights_copy
+    name = next(iter(tensors))
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "--weights", str(bad)])
+    assert code == 1 and "NaN or Inf" in err and not (tmp_path / "a_x2.png").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"grid": 0}, {"radius": 0}, {"n_feats": 200000}, {"n_resblocks": 10**7}, {"grid": 3}],
+)
+def test_13_weights_with_impossible_configs_are_one_line(run_cli, tmp_path, weights_copy, change):
+    tensors, meta = weights_copy
+    cfg = json.loads(meta["config"]) | change
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta | {"config": json.dumps(cfg)})
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "--weights", str(bad)])
+    assert code == 1 and "not a gsasr weights file" in err and len(err.splitlines()) == 1
+
+
+def test_6_non_finite_output_fails_the_file(monkeypatch, tmp_path, run_cli):
+    from gsasr_cli import tiling
+
+    def nan_tiles(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.image[:] = np.nan
+        return res
+
+    real = tiling.upscale_tiled
+    monkeypatch.setattr(tiling, "upscale_tiled", nan_tiles)
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2"])
+    assert code == 1 and "non-finite" in err and not (tmp_path / "a_x2.png").exists()
+
+
+# ------------------------------------------------------------ 9, 15, 18: usage, exit 2
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--scale", "5000"], "over the limit"),
+        (["--scale", "1e9"], "over the limit"),
+        (["--size", "100000x100000"], "over the limit"),
+        (["--width", "99999999999999999999999"], "whole number of pixels"),
+        (["--width", "8"], "shrink"),
+        (["-s", "2", "--device", "tpu"], "--device tpu"),
+        (["-s", "2", "--precision", "fp16", "--device", "cpu"], "CUDA"),
+        (["-s", "2", "--weights", "/nonexistent.safetensors"], "not found"),
+        (["-s", "2", "--background", "mauve-ish"], "not a colour"),
+        (["-s", "2", "--name", "{nope}"], "--name"),
+    ],
+)
+def test_9_18_impossible_requests_exit_2_before_loading_the_model(
+    run_cli, tmp_path, monkeypatch, args, message
+):
+    import gsasr_cli.api as api
+
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(src), *args])
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_9_dry_run_plans_no_impossible_size(run_cli, tmp_path):
+    src = write(tmp_path / "a.png")
+    code, out, err = run_cli(["upscale", str(src), "--dry-run", "--scale", "1e4"])
+    assert code == 2 and "over the limit" in err and out == ""
+
+
+@pytest.mark.parametrize("value", ["bogus", "triton"])
+def test_15_rasterizer_choice_is_checked_before_the_model(run_cli, tmp_path, monkeypatch, value):
+    if value == "triton" and torch.cuda.is_available():
+        pytest.skip("triton runs here")
+    monkeypatch.setenv("GSASR_RASTERIZER", value)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2"])
+    assert code == 2 and "GSASR_RASTERIZER" in err and len(err.strip().splitlines()) == 1
+
+
+def test_18_usage_errors_fail_fast_without_torch(tmp_path):
+    src = write(tmp_path / "a.png")
+    code = (
+        "import sys; from gsasr_cli.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    print('torch' in sys.modules, e.code)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, "upscale", str(src), "-s", "2", "--device", "tpu"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.stdout.split() == ["False", "2"]
+
+
+# ------------------------------------------------------------ 16, 17, 20, 21: files
+
+
+def test_17_a_rerun_does_not_upscale_its_own_outputs(run_cli, tmp_path, monkeypatch):
+    write(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["upscale", ".", "-r", "-s", "2", "-o", "up/"])[0] == 0
+    code, _, err = run_cli(["upscale", ".", "-r", "-s", "2", "-o", "up/"])
+    assert code == 0 and "skipped: up/a.png: exists" in err
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png")) == [
+        "a.png",
+        "up/a.png",
+    ]
+
+
+def test_20_format_and_extension_must_agree_and_parents_are_made(run_cli, tmp_path):
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", "res.png", "--format", "jpg"])
+    assert code == 2 and "disagree" in err
+    deep = tmp_path / "new" / "sub" / "res.png"
+    assert run_cli(["upscale", str(src), "-s", "2", "-o", str(deep)])[0] == 0 and deep.is_file()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_20_dry_run_reports_outputs_that_cannot_be_written(run_cli, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(
+        ["upscale", str(src), "-s", "2", "-o", str(locked / "x.png"), "--dry-run"]
+    )
+    assert code == 1 and "not writable" in err
+
+
+def test_20_dry_run_reports_a_parent_that_is_a_file(run_cli, tmp_path):
+    src = write(tmp_path / "a.png")
+    target = str(src / "x.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", target, "--dry-run"])
+    assert code == 1 and "is a file" in err
+
+
+def test_21_globs_ignore_case_and_match_paths(run_cli, tmp_path):
+    src = tmp_path / "in"
+    write(src / "UPPER.PNG"), write(src / "sub" / "low.png"), write(src / "sub" / "b.jpg")
+    out = tmp_path / "out"
+
+    def written(*globs: str) -> list[str]:
+        args = ["upscale", str(src), "-r", "-s", "2", "-o", str(out), "--overwrite"]
+        for g in globs:
+            args += ["--glob", g]
+        code, _, err = run_cli(args)
+        assert code == 0, err
+        found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+        for p in out.rglob("*"):
+            if p.is_file():
+                p.unlink()
+        return found
+
+    assert written("*.png") == ["UPPER.PNG", "sub/low.png"]
+    assert written("**/*.png") == ["UPPER.PNG", "sub/low.png"]
+    assert written("sub/*.png") == ["sub/low.png"]
+    args = ["upscale", str(src), "-r", "-s", "2", "-o", str(out), "--exclude", "sub"]
+    assert run_cli(args)[0] == 0
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["UPPER.PNG"]
+
+
+def test_16_an_output_written_meanwhile_is_not_replaced(run_cli, tmp_path, monkeypatch):
+    """Two runs without --overwrite: the one that finishes second does not replace the
+    first one's output (exclusive create), and says so."""
+    from gsasr_cli import jobs
+
+    src = write(tmp_path / "a.png")
+    target = tmp_path / "a_x2.png"
+    real = jobs.encode
+
+    def racing_encode(*args, **kwargs):
+        target.write_bytes(b"the other process's output")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "encode", racing_encode)
+    code, _, err = run_cli(["upscale", str(src), "-s", "2"])
+    assert code == 1 and "output exists" in err
+    assert target.read_bytes() == b"the other process's output"
+
+
+# ------------------------------------------------------------ 25, 26, 27: conventions
+
+
+def test_25_names_keep_the_scale_and_x1_is_a_copy(run_cli, tmp_path):
+    src = write(tmp_path / "a.png")
+    assert run_cli(["upscale", str(src), "-s", "1.0000001"])[0] == 0
+    assert run_cli(["upscale", str(src), "-s", "1"])[0] == 0
+    assert (tmp_path / "a_x1.0000001.png").is_file()
+    assert np.array_equal(cv2.imread(str(tmp_path / "a_x1.png")), cv2.imread(str(src)))
+
+
+def test_26_a_skipped_files_record_names_its_output(run_cli, tmp_path):
+    write(tmp_path / "in" / "a.png")
+    args = ["upscale", str(tmp_path / "in"), "-s", "2", "-o", str(tmp_path / "o"), "--json"]
+    run_cli(args)
+    code, out, _ = run_cli(args)
+    record = json.loads(out)
+    assert code == 0 and record["status"] == "skipped"
+    assert record["output"] == str(tmp_path / "o" / "a.png")
+
+
+def test_26_help_shows_defaults_and_plain_metavars(run_cli):
+    code, out, _ = run_cli(["upscale", "--help"])
+    assert code == 0 and "[default: <stem>_x<scale>.<ext>" in out
+    assert "<bool>" not in out and "<list[str]>" not in out and "INPUT..." in out
+
+
+def test_27_quiet_skip_existing_templates_fit_and_threads(run_cli, tmp_path):
+    src = write(tmp_path / "a.png")  # 16x12
+    code, _, err = run_cli(["upscale", str(src), "--fit", "40x40", "-q", "--threads", "1"])
+    assert code == 0 and err == ""
+    assert cv2.imread(str(tmp_path / "a_fit40x40.png")).shape == (30, 40, 3)
+    code, _, err = run_cli(["upscale", str(src), "--fit", "40x40", "--skip-existing"])
+    assert code == 0 and "skipped" in err
+    code, _, _ = run_cli(["upscale", str(src), "-s", "2", "--name", "big_{stem}{ext}"])
+    assert code == 0 and (tmp_path / "big_a.png").is_file()
+
+
+def test_27_symlinked_folders_are_followed_only_when_asked(run_cli, tmp_path):
+    real = tmp_path / "real"
+    write(real / "x.png")
+    src = tmp_path / "in"
+    write(src / "a.png")
+    (src / "link").symlink_to(real, target_is_directory=True)
+    (src / "loop").symlink_to(src, target_is_directory=True)
+    out = tmp_path / "out"
+    assert run_cli(["upscale", str(src), "-r", "-s", "2", "-o", str(out)])[0] == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["a.png"]
+    args = ["upscale", str(src), "-r", "-s", "2", "-o", str(out), "--follow-symlinks"]
+    code, _, err = run_cli(args)
+    assert code == 0, err
+    assert (out / "link" / "x.png").is_file()
