@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,14 +57,6 @@ def default_model(device: str = "auto") -> GSASR:
         if key not in _default:
             _default[key] = load_model(None, key)
         return _default[key]
-
-
-@overload
-def upscale(image: np.ndarray, **kwargs: Any) -> np.ndarray: ...
-@overload
-def upscale(image: str | os.PathLike[str], **kwargs: Any) -> np.ndarray: ...
-@overload
-def upscale(image: PILImage, **kwargs: Any) -> PILImage: ...
 
 
 def upscale(
@@ -140,11 +132,9 @@ def _to_image(obj: Any) -> tuple[Image, Callable[[Image], Any]]:
         dtype = np.uint16 if img.bits == 16 else np.uint8
         layout = "grey" if img.grey else "rgb"
         return img, lambda r: _pack(r, dtype, layout)
-    try:
-        from PIL import Image as PIL
-    except ImportError:  # pragma: no cover
-        PIL = None
-    if PIL is not None and isinstance(obj, PIL.Image):
+    from PIL import Image as PIL
+
+    if isinstance(obj, PIL.Image):
         return _from_pil(obj)
     raise InvalidRequest(
         f"cannot upscale a {type(obj).__name__}: give a NumPy array, a PIL image or a path"
@@ -178,7 +168,7 @@ def _from_array(a: np.ndarray) -> tuple[Image, Callable[[Image], np.ndarray]]:
     return Image(rgb, alpha, bits, grey), lambda r: _pack(r, a.dtype, layout)
 
 
-def _pack(r: Image, dtype: np.dtype, layout: str) -> np.ndarray:
+def _pack(r: Image, dtype: Any, layout: str) -> np.ndarray:
     """A result as an array of `dtype` in `layout` (grey, grey1, rgb, rgba)."""
     x = np.clip(r.rgb, 0.0, 1.0)
     if layout.startswith("grey"):

@@ -61,9 +61,8 @@ def make_pair(hr: np.ndarray, scale: float, name: str = "image") -> tuple[np.nda
         raise GsasrError(f"{name}: {w}x{h} is too small to score at x{scale:g}")
     crop = np.ascontiguousarray(hr[: round(lh * scale), : round(lw * scale)])
     t = torch.from_numpy(crop).permute(2, 0, 1).double() / 255.0
-    lr = imresize(t, lh, lw).clamp(0, 1)
-    lr = (torch.round(lr * 255) / 255).permute(1, 2, 0).float().numpy()
-    return crop, lr
+    small = imresize(t, lh, lw).clamp(0, 1)
+    return crop, (torch.round(small * 255) / 255).permute(1, 2, 0).float().numpy()
 
 
 def bicubic_method() -> Method:
@@ -197,8 +196,8 @@ def markdown(records: list[Record], methods: list[str], per_image: bool = False)
         table: dict[tuple[float, str], dict[str, float]] = {}
         for r in records:
             table.setdefault((r.scale, r.image), {})[r.method] = r.psnr
-        for (scale, image), by in sorted(table.items()):
-            cells = [f"{by[m]:.2f}" if m in by else "-" for m in methods]
+        for (scale, image), psnrs in sorted(table.items()):
+            cells = [f"{psnrs[m]:.2f}" if m in psnrs else "-" for m in methods]
             lines.append(f"| x{scale:g} | {image} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -109,7 +109,8 @@ def read_stdin(stream: BinaryIO | None = None, *, max_bytes: int = MAX_INPUT_BYT
 
 
 def _read_bounded(f: BinaryIO, name: str, max_bytes: int) -> bytes:
-    parts, total = [], 0
+    parts: list[bytes] = []
+    total = 0
     while True:
         chunk = f.read(min(_CHUNK, max_bytes + 1 - total))
         if not chunk:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
 
-from .model import GSASR, ModelConfig
+from .model import GSASR, ModelConfig, ScaledBlock
 
 # The opacity's place among a Gaussian's raw outputs: mean (2), sigma (2), rho, opacity,
 # colour (3).
@@ -44,13 +45,15 @@ def grow(model: GSASR, target: ModelConfig, *, seed: int = 0, noise: float = 1e-
     for i, block in enumerate(model.decoder.blocks):
         grown.decoder.blocks[new + i].load_state_dict(block.state_dict())
     for block in list(grown.decoder.blocks)[:new]:
-        nn.init.zeros_(block.conv2.weight)
-        nn.init.zeros_(block.conv2.bias)
+        conv2 = cast(ScaledBlock, block).conv2
+        nn.init.zeros_(conv2.weight)
+        nn.init.zeros_(conv2.bias)  # type: ignore[arg-type]  # Conv2d has a bias here
     src, dst = model.decoder.scale_mlp, grown.decoder.scale_mlp
     dst[0].load_state_dict(src[0].state_dict())
+    src_out, dst_out = cast(nn.Linear, src[2]), cast(nn.Linear, dst[2])
     with torch.no_grad():  # the bias rows of the old blocks move behind the new ones
-        dst[2].weight[new * f :] = src[2].weight
-        dst[2].bias[new * f :] = src[2].bias
+        dst_out.weight[new * f :] = src_out.weight
+        dst_out.bias[new * f :] = src_out.bias
         _split_head(model, grown, noise, torch.Generator().manual_seed(seed))
     return grown
 
@@ -59,10 +62,12 @@ def _split_head(old: GSASR, new: GSASR, noise: float, gen: torch.Generator) -> N
     n = new.cfg.grid // old.cfg.grid
     k_old, k_new = old.cfg.params_per_gaussian, new.cfg.params_per_gaussian
     assert k_old == k_new
-    w_old = old.decoder.head.weight.view(old.cfg.gaussians_per_pixel, k_old, -1)
-    b_old = old.decoder.head.bias.view(old.cfg.gaussians_per_pixel, k_old)
-    w_new = new.decoder.head.weight.view(new.cfg.gaussians_per_pixel, k_new, -1)
-    b_new = new.decoder.head.bias.view(new.cfg.gaussians_per_pixel, k_new)
+    old_head, new_head = old.decoder.head, new.decoder.head
+    assert old_head.bias is not None and new_head.bias is not None
+    w_old = old_head.weight.view(old.cfg.gaussians_per_pixel, k_old, -1)
+    b_old = old_head.bias.view(old.cfg.gaussians_per_pixel, k_old)
+    w_new = new_head.weight.view(new.cfg.gaussians_per_pixel, k_new, -1)
+    b_new = new_head.bias.view(new.cfg.gaussians_per_pixel, k_new)
     # Opacity: sigmoid(z') should be sigmoid(z) / n^2 near the parent's calibrated z0.
     z0 = float(old.opacity_bias)
     a0 = torch.sigmoid(torch.tensor(z0, dtype=torch.float64)).item()

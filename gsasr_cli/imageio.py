@@ -365,7 +365,7 @@ def encode(
     channels = (1 if image.grey else 3) + (0 if image.alpha is None else 1)
     check_output_size(ext, h, w, name=name, channels=channels, bits=bits)
     flatten = image.alpha is not None and not has_alpha
-    if flatten and float(image.alpha.min()) < 1.0:
+    if flatten and image.alpha is not None and float(image.alpha.min()) < 1.0:
         colour = next((k for k, v in _COLOURS.items() if v == tuple(background)), None)
         colour = colour or "#{:02x}{:02x}{:02x}".format(*background)
         warn(f"{name}: transparency flattened onto {colour} ({_FORMAT_NAMES[cv_ext]} has no alpha)")

@@ -12,6 +12,7 @@ import importlib
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ def _centres(n: int) -> torch.Tensor:  # [n] pixel centres of [-1, 1], as LIIF's
 
 @torch.inference_mode()
 def liif_upscale(
-    model: torch.nn.Module,
+    model: Any,
     rgb: np.ndarray,  # [H, W, 3] float32 in [0, 1]
     out_size: tuple[int, int],
     device: torch.device | str = "cpu",

@@ -138,7 +138,7 @@ def _clean_exif(exif: Any, name: str, warn: Warn) -> bytes | None:
     """The EXIF block to carry: descriptive tags only, each one known to serialise."""
     from PIL import Image as PILImage
 
-    dropped: list[int] = []
+    dropped: list[Any] = []  # tags, or (sub-IFD, tag) pairs
     with _pillow_warnings(name, warn):
         for tag in list(exif.keys()):
             if tag not in IFD0_TAGS:
@@ -223,7 +223,7 @@ class _pillow_warnings:
         self._caught = self._ctx.__enter__()
         warnings.simplefilter("always")
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)
         seen = set()
         for w in self._caught:
@@ -324,9 +324,9 @@ def encode_with_metadata(
     h, w = pixels.shape[:2]
     image = PILImage.fromarray(np.ascontiguousarray(pixels))
     exif = _output_exif(meta, w, h, name, warn)
-    icc = {"icc_profile": meta.icc} if meta.icc else {}
+    icc: dict[str, Any] = {"icc_profile": meta.icc} if meta.icc else {}
     if ext == ".webp":
-        fmt, base = "WEBP", {"quality": quality}
+        fmt, base = "WEBP", dict[str, Any](quality=quality)
         steps = [("", {**icc, "exif": _EXIF_HEADER + exif} if exif else icc)]
     else:
         fmt, base = "TIFF", {"compression": "tiff_lzw"}
@@ -363,14 +363,14 @@ def _tiff_exif_steps(exif: bytes | None) -> list[tuple[str, dict[str, object]]]:
     tags.load(_EXIF_HEADER + exif)
     for sub in (EXIF_IFD, GPS_IFD):  # libtiff cannot place sub-IFDs through Pillow
         tags.pop(sub, None)
-    safe, dropped = PILImage.Exif(), []
+    safe, dropped = PILImage.Exif(), list[int]()
     for tag, value in tags.items():
         valid = _TIFF_TAGS.get(tag)
         if valid is not None and valid(value):
             safe[tag] = value
         else:
             dropped.append(tag)
-    steps = [("", {"exif": tags})]
+    steps: list[tuple[str, dict[str, object]]] = [("", {"exif": tags})]
     if dropped:
         steps.append((f"EXIF {_tag_list(dropped)}", {"exif": safe}))
     return steps

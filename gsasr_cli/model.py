@@ -160,7 +160,7 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(ScaledBlock(f) for _ in range(cfg.decoder_blocks))
         self.head = nn.Conv2d(f, cfg.gaussians_per_pixel * cfg.params_per_gaussian, 1)
         nn.init.normal_(self.head.weight, std=1e-3)
-        nn.init.zeros_(self.head.bias)
+        nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]  # Conv2d has a bias here
 
     def forward(self, feat: Tensor, inv_scale: Tensor) -> Tensor:
         # feat: [B, F, H, W]; inv_scale: [B, 2] = (1/sy, 1/sx) -> [B, G*K, H, W]
@@ -173,6 +173,9 @@ class Decoder(nn.Module):
 
 class GSASR(nn.Module):
     """LR image -> Gaussian field -> rendered image at any (per-axis) scale."""
+
+    centre_logit: Tensor  # [G, 2] buffer: logit of each sub-cell centre
+    opacity_bias: Tensor  # [] buffer: the calibrated opacity logit
 
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()
@@ -273,9 +276,13 @@ def _project(lr: Tensor, r: Tensor) -> Tensor:
     ]
     det = a[0][0] * cof[0][0] + a[0][1] * cof[0][1] + a[0][2] * cof[0][2]
     rd = r.double()
-    mr = [sum(m[i][j][..., None] * rd[..., j] for j in range(3)) for i in range(3)]  # [B,H,W,G]
-    out = [sum(cof[j][i][..., None] * mr[j] for j in range(3)) for i in range(3)]  # A sym.
+    mr = [_dot3([m[i][j][..., None] for j in range(3)], rd.unbind(-1)) for i in range(3)]
+    out = [_dot3([cof[j][i][..., None] for j in range(3)], mr) for i in range(3)]  # A sym.
     return (torch.stack(out, -1) / det[..., None, None]).to(r.dtype)
+
+
+def _dot3(a: list[Tensor], b: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 
 
 def _sigmoid(x: Tensor) -> Tensor:

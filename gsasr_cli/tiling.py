@@ -25,6 +25,7 @@ float rounding there (not checked: no GPU when this was written).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -243,6 +244,10 @@ def render_region(run: _Pass, tile: Tile) -> np.ndarray:  # [o1 - o0, p1 - p0, 3
     return total[0].permute(1, 2, 0).float().cpu().numpy()
 
 
+def _pass_done(on_tile: Callable[[int, int], None], ahead: int, todo: int, k: int) -> None:
+    on_tile(ahead + k, todo)
+
+
 def _widen(window: tuple[int, ...], by: int, h: int, w: int) -> tuple[int, int, int, int]:
     """A window (y0, y1, x0, x1) widened by `by` on each side, clipped to h x w."""
     y0, y1, x0, x1 = window
@@ -346,7 +351,7 @@ def upscale_tiled(
         passes = len(run.transforms)
         if on_tile is not None and passes > 1:  # progress in transform passes
             ahead, todo = done * passes, (done + len(pending)) * passes
-            run = replace(run, on_pass=lambda k: on_tile(ahead + k, todo))
+            run = replace(run, on_pass=functools.partial(_pass_done, on_tile, ahead, todo))
         if o1 > o0 and p1 > p0:  # a tile can own no output pixel when the scale is below 1
             try:
                 pixels = render_region(run, part)

@@ -312,7 +312,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
 
 
 def _train_config(args: argparse.Namespace, stored: dict[str, object] | None) -> TrainConfig:
-    base = TrainConfig(**stored) if stored else TrainConfig()
+    base = TrainConfig(**stored) if stored else TrainConfig()  # type: ignore[arg-type]
     given = {
         f.name: getattr(args, f.name)
         for f in fields(TrainConfig)
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     model.to(device).train()
     ema.to(device)
     if tc.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.encoder.requires_grad_(tc.encoder_lr > 0)
     groups = [{"params": [p for p in model.decoder.parameters()], "scale": 1.0}]
     if tc.encoder_lr > 0:
