@@ -68,13 +68,21 @@ def offline(arch: int):
         driver._active = previous
 
 
+def jit_function(kernel):
+    """The `triton.jit` function under a kernel (itself, or what an autotuner wraps)."""
+    from triton.runtime.jit import JITFunction
+
+    while not isinstance(kernel, JITFunction):
+        kernel = kernel.fn
+    return kernel
+
+
 def compile_launch(launch, config, arch: int):
     """Compile one `triton_rasterize.Launch` with one autotune `config` for `arch`;
     returns Triton's CompiledKernel (asm: ttgir, ptx, cubin; metadata: shared, ...)."""
     with offline(arch):
-        return launch.kernel.fn.warmup(
-            *launch.args, grid=(1,), **launch.meta, **config.all_kwargs()
-        )
+        kwargs = {**launch.meta, **config.all_kwargs()}
+        return jit_function(launch.kernel).warmup(*launch.args, grid=(1,), **kwargs)
 
 
 def _tool(name: str) -> str:
@@ -118,9 +126,9 @@ class Loop:
 class Resources:
     regs: int
     shared: int  # bytes, dynamic (Triton's) plus static
-    local: int  # bytes of local memory per thread: spills or local arrays
-    spill_instrs: int  # STL/LDL instructions in the SASS
-    sass: tuple[Instr, ...]
+    local: int  # bytes of stack and local memory per thread: spills (or local arrays)
+    spill_instrs: int  # STL/LDL instructions in the SASS (0 when not disassembled)
+    sass: tuple[Instr, ...]  # empty when not disassembled
 
 
 _LINE = re.compile(r'//## File "(?P<file>[^"]+)", line (?P<line>\d+)')
@@ -157,19 +165,19 @@ def parse_sass(text: str, source_file: str) -> list[Instr]:
     ]
 
 
-def resources(kernel, source_file: str) -> Resources:
-    """Registers, shared and local memory, spill instructions and SASS of a CompiledKernel."""
+def resources(kernel, source_file: str, sass: bool = True) -> Resources:
+    """Registers, shared memory, stack and local memory of a CompiledKernel (cuobjdump),
+    and with `sass` its disassembly with line info and spill instructions (nvdisasm)."""
     cubin = kernel.asm["cubin"]
     usage = _on_cubin(cubin, _tool("cuobjdump"), "-res-usage")
     fields = dict(re.findall(r"(\w+):(\d+)", usage.split("Function", 1)[-1]))
-    sass = parse_sass(_on_cubin(cubin, _tool("nvdisasm"), "-g", "-c"), source_file)
-    spills = sum(i.opcode.startswith(("STL", "LDL")) for i in sass)
+    code = parse_sass(_on_cubin(cubin, _tool("nvdisasm"), "-g", "-c"), source_file) if sass else []
     return Resources(
         regs=int(fields.get("REG", 0)),
         shared=int(kernel.metadata.shared) + int(fields.get("SHARED", 0)),
-        local=int(fields.get("LOCAL", 0)),
-        spill_instrs=spills,
-        sass=tuple(sass),
+        local=int(fields.get("STACK", 0)) + int(fields.get("LOCAL", 0)),
+        spill_instrs=sum(i.opcode.startswith(("STL", "LDL")) for i in code),
+        sass=tuple(code),
     )
 
 
@@ -183,7 +191,7 @@ def over_limits(res: Resources, arch: int, num_warps: int) -> list[str]:
     if res.shared > lim["smem"]:
         why.append(f"{res.shared} B shared > {lim['smem']}")
     if res.local or res.spill_instrs:
-        why.append(f"spills: {res.local} B local, {res.spill_instrs} STL/LDL")
+        why.append(f"spills: {res.local} B stack/local, {res.spill_instrs} STL/LDL")
     return why
 
 
@@ -222,28 +230,11 @@ def loop_nest(sass: tuple[Instr, ...], jit_fn) -> list[Loop]:
             if parent is None or other.end - other.start < parent.end - parent.start:
                 parent = other
         (parent.children if parent else roots).append(lp)
-    # Name the loops by structure: a SASS loop implements one of the runtime source loops
-    # directly inside its parent's source loop; among several, the one holding most of
-    # its instructions' lines (hoisting moves code outward, never into another loop).
-    source = _source_loops(jit_fn)
-
-    def parent_of(n, a, b):
-        outer = [(b2 - a2, n2) for n2, a2, b2 in source if a2 < a and b <= b2 and n2 != n]
-        return min(outer)[1] if outer else None
-
-    tree = {n: parent_of(n, a, b) for n, a, b in source}
-
-    def name(loop: Loop, parent: str | None) -> None:
-        candidates = [(n, a, b) for n, a, b in source if tree[n] == parent]
-        votes = {
-            n: sum(1 for j in loop.instrs if j.line and a <= j.line <= b) for n, a, b in candidates
-        }
-        loop.var = max(votes, key=votes.get) if votes and max(votes.values()) else None
-        for child in loop.children:
-            name(child, loop.var)
-
-    for root in roots:
-        name(root, None)
+    # A loop's back edge carries the line of the `for` it implements: name it after that
+    # loop (None for a loop of library code, e.g. a 64-bit division subroutine).
+    headers = {a: n for n, a, _ in _source_loops(jit_fn)}
+    for lp in loops:
+        lp.var = headers.get(lp.instrs[-1].line)
     return roots
 
 
@@ -253,9 +244,9 @@ def executed(sass: tuple[Instr, ...], roots: list[Loop], trips: dict[str, float]
     weight = {i.addr: 1.0 for i in sass}
 
     def visit(loop: Loop, outer: float) -> None:
-        if loop.var not in trips:
+        if loop.var is not None and loop.var not in trips:
             raise KeyError(f"no trip count for the loop over {loop.var!r} (have {list(trips)})")
-        n = outer * trips[loop.var]
+        n = outer * trips.get(loop.var, 1.0)  # library loops: counted once
         for i in loop.instrs:
             weight[i.addr] = n
         for child in loop.children:

@@ -10,9 +10,10 @@ and backward passes, every autotune config is compiled for sm_90 (H100) and sm_8
 - registers and shared memory per program, from the cubin;
 - the SASS instructions of each loop, times its trip count (computed on the host from the
   same axis maps the kernel reads), summed over all warps: the warp instructions issued;
-- estimated time = max(issue, MUFU) where issue = warp instructions / (SMs x 4 schedulers
-  x clock) and MUFU = MUFU instructions x 32 / (SMs x 16 lanes x clock). A lower bound:
-  it assumes full issue every cycle, no stalls on memory or dependencies;
+- estimated time = max(issue, MUFU, DRAM) where issue = warp instructions / (SMs x 4
+  schedulers x clock), MUFU = MUFU instructions x 32 / (SMs x 16 lanes x clock) and
+  DRAM = the bytes of every tensor the kernel takes, each moved once, / bandwidth. A lower
+  bound: full issue every cycle, no stalls on latency or dependencies, perfect caching;
 - roofline = max(compulsory DRAM bytes / bandwidth, FLOPs / FP32 peak), where FLOPs
   count what the math needs per (pixel, Gaussian) evaluation (`FLOPS_PER_EVAL`) and the
   bytes are the parameters and images each pass must read and write once.
@@ -24,6 +25,7 @@ pick if the estimate were the measurement). The figures are estimates, not measu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections import Counter
@@ -31,7 +33,7 @@ from collections import Counter
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cubin import compile_launch, executed, loop_nest, resources  # noqa: E402
+from cubin import compile_launch, executed, jit_function, loop_nest, resources  # noqa: E402
 
 # Published figures: SMs, boost clock (GHz), FP32 TFLOPS (non-tensor), DRAM GB/s.
 DEVICES = {
@@ -84,17 +86,17 @@ def roofline_ms(field, arch: int) -> dict[str, float]:
 def estimate_ms(counts: dict, warps: float, arch: int) -> tuple[float, float]:
     """(issue-bound, MUFU-bound) ms for `warps` warps each issuing `counts`."""
     _, sms, ghz, _, _ = DEVICES[arch]
-    issue = counts["all"] * warps / (sms * 4 * ghz * 1e6)
+    issue = counts["all"] * warps / (sms * 4 * ghz * 1e6)  # 4 schedulers, 1 instr/clock
     mufu = counts.get("MUFU", 0.0) * warps * 32 / (sms * MUFU_LANES * ghz * 1e6)
     return issue, mufu
 
 
 def kernel_rows(launch, trip_model, arch: int):
     """One row per autotune config: resources, loops and estimate of one launch."""
-    jit_fn = launch.kernel.fn
+    jit_fn = jit_function(launch.kernel)
     source = jit_fn.fn.__code__.co_filename
     rows = []
-    for config in launch.kernel.configs:
+    for config in launch.configs:
         kernel = compile_launch(launch, config, arch)
         res = resources(kernel, source)
         roots = loop_nest(res.sass, jit_fn)
@@ -106,6 +108,8 @@ def kernel_rows(launch, trip_model, arch: int):
             warps += n_programs * config.num_warps
         per_warp = {k: v / warps for k, v in total.items()}
         issue, mufu = estimate_ms(per_warp, warps, arch)
+        moved = sum(a.numel() * a.element_size() for a in launch.args if hasattr(a, "numel"))
+        dram = moved / DEVICES[arch][4] / 1e6
         loops = []
 
         def describe(loop, depth=0, loops=loops):
@@ -129,61 +133,46 @@ def kernel_rows(launch, trip_model, arch: int):
                 "mufu": total.get("MUFU", 0.0),
                 "issue_ms": issue,
                 "mufu_ms": mufu,
-                "ms": max(issue, mufu),
+                "dram_ms": dram,
+                "ms": max(issue, mufu, dram),
             }
         )
     return rows
 
 
-def _tiles(cell: torch.Tensor, block: int, radius: int, n_cells: int) -> torch.Tensor:
-    """Per tile of `block` output samples: how many LR cells its window spans."""
-    n = cell.numel()
-    first = cell[0:n:block]
-    last = cell[torch.clamp(torch.arange(0, n, block) + block - 1, max=n - 1)]
-    return torch.clamp(last + radius + 1, max=n_cells) - torch.clamp(first - radius, min=0)
-
-
-def _fwd_trips(launch, meta):
-    """Forward: one program per BLOCK_H x BLOCK_W output tile, looping over the cells of
-    the tile's window (`cy`, `cx`) and their Gaussians (`g`)."""
-    row_cell, col_cell = launch.args[5], launch.args[7]
-    h, w, g = launch.args[16:19]
-    r = launch.meta["R"]
-    ny = _tiles(row_cell, meta["BLOCK_H"], r, h)
-    nx = _tiles(col_cell, meta["BLOCK_W"], r, w)
-    pairs = Counter((int(a), int(b)) for a in ny for b in nx)
-    return [(n, {"cy": a, "cx": b, "g": g}) for (a, b), n in pairs.items()]
-
-
-def _bwd_trips(launch, meta):
-    """Backward: one program per BLOCK_Y x BLOCK_X cells, looping over the pixel tiles of
-    their footprint (`i0` rows, `j0` columns)."""
-    row_start, row_end, col_start, col_end = launch.args[9:13]
-    h, w = launch.args[-4], launch.args[-3]
-
-    def tiles(start, end, n, cells, block):
-        k = torch.arange(0, n, cells)
-        lo = start[k]
-        hi = end[torch.clamp(k + cells - 1, max=n - 1)]
-        return (hi - lo + block - 1) // block
-
-    ni = tiles(row_start, row_end, h, meta["BLOCK_Y"], meta["BLOCK_H"])
-    nj = tiles(col_start, col_end, w, meta["BLOCK_X"], meta["BLOCK_W"])
-    pairs = Counter((int(a), int(b)) for a in ni for b in nj)
-    return [(n, {"i0": a, "j0": b}) for (a, b), n in pairs.items()]
+def _trips(launch, meta):
+    """[(programs, {source loop: trips per entry})] of one launch and config. Every loop
+    bound is uniform across programs: the forward loops over the (2R + 1)^2 neighbour
+    cells (`t`) and their G Gaussians (`g`); the backward over column offsets (`ox`),
+    blocks of SX columns (`xb`), row offsets (`oy`) and the rows of a cell (`r`), the
+    last two at their most over the cells, masked below it."""
+    name = jit_function(launch.kernel).fn.__name__
+    programs = 1
+    for n in launch.grid(meta):
+        programs *= n
+    names = jit_function(launch.kernel).arg_names
+    arg = dict(zip(names, launch.args, strict=False)) | launch.meta  # constexprs in meta
+    cells = (2 * arg["R"] + 1) if "R" in arg else 0
+    if name == "_fwd_kernel":
+        return [(programs, {"t": cells * cells, "g": arg["G"]})]
+    if name == "_bwd_kernel":
+        trips = {"ox": cells, "xb": arg["n_col_blocks"], "oy": cells, "r": arg["max_rows"]}
+        return [(programs, trips)]
+    return [(programs, {})]  # _pack_kernel: no loops
 
 
 def launches(field, rows, cols, radius):
     """{pass: [(Launch, trip model)]} from the wrapper's own launch helpers."""
     from gsasr_kernels import triton_rasterize as tr
 
-    axes = tr._axes(rows, cols, torch.device("cpu"))
-    out, fwd = tr._fwd_launch(field, axes, radius)
-    _, bwd = tr._bwd_launch(field, axes, radius, torch.ones_like(out))
-    return {"fwd": [(fwd, _fwd_trips)], "bwd": [(bwd, _bwd_trips)]}
+    _, h, w, _ = field.shape
+    samples = tr.Samples.of(rows, cols, h, w, torch.device("cpu"))
+    out, fwd = tr._fwd_launches(field, samples, radius)
+    _, bwd = tr._bwd_launches(field, samples, radius, torch.ones_like(out))
+    return {"fwd": [(x, _trips) for x in fwd], "bwd": [(x, _trips) for x in bwd]}
 
 
-def report(grid: int, archs: list[int]) -> str:
+def report(grid: int, archs: list[int], summary_rows: list | None = None) -> str:
     field, rows, cols = problem(grid)
     lines = [
         f"Case: {OUT_W}x{OUT_H} output, x{SCALE:g} from {field.shape[2]}x{field.shape[1]}, "
@@ -196,8 +185,8 @@ def report(grid: int, archs: list[int]) -> str:
     ]
     detail = [
         "| GPU | kernel | config | regs | smem B | spill | loops (body SASS) "
-        "| warp instr (M) | MUFU (M) | issue ms | MUFU ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| warp instr (M) | MUFU (M) | issue ms | MUFU ms | DRAM ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arch in archs:
         name = DEVICES[arch][0]
@@ -210,10 +199,15 @@ def report(grid: int, archs: list[int]) -> str:
                     detail.append(
                         f"| {name} | {r['kernel']} | {r['config']} | {r['regs']} | {r['smem']} "
                         f"| {r['spill'] or 0} | {r['loops']} | {r['warp_instr'] / 1e6:.1f} "
-                        f"| {r['mufu'] / 1e6:.2f} | {r['issue_ms']:.3f} | {r['mufu_ms']:.3f} |"
+                        f"| {r['mufu'] / 1e6:.2f} | {r['issue_ms']:.3f} | {r['mufu_ms']:.3f} "
+                        f"| {r['dram_ms']:.3f} |"
                     )
                 best.append(min(krows, key=lambda r: r["ms"]))
             est = sum(r["ms"] for r in best)
+            if summary_rows is not None:
+                summary_rows.append(
+                    {"arch": arch, "pass": pas, "estimate_ms": est, "roofline_ms": roof[pas]}
+                )
             which = "; ".join(f"{r['kernel']} ({r['config']}) {r['ms']:.3f}" for r in best)
             summary.append(
                 f"| {name} | {pas} | {roof[pas]:.3f} | {est:.3f} | {est / roof[pas]:.1f} "
@@ -227,17 +221,22 @@ def main() -> None:
     ap.add_argument("--out", help="also write the report (Markdown) to this file")
     ap.add_argument("--archs", type=int, nargs="+", default=[90, 89])
     ap.add_argument("--grid", type=int, default=2, help="Gaussians per LR pixel = grid^2")
+    ap.add_argument("--json", help="also write the per-pass estimates and rooflines here")
     args = ap.parse_args()
     import triton
 
+    rows: list = []
     text = (
         f"# Static report: Triton rasterizer at 4K x4 (triton {triton.__version__}, "
-        f"torch {torch.__version__})\n\n" + report(args.grid, args.archs)
+        f"torch {torch.__version__})\n\n" + report(args.grid, args.archs, rows)
     )
     print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

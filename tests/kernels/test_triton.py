@@ -43,8 +43,10 @@ DTYPES = [
     pytest.param(torch.bfloat16, 1e-4, 8e-3, id="bf16"),
 ]
 
-# (B, H, W, G, C, scale_y, scale_x, radius): odd output sizes, images narrower than a
-# 16-pixel tile, every scale the model sees, anisotropic scales, G = 1 and C = 1.
+# (B, H, W, G, C, scale_y, scale_x, radius): odd output sizes, every scale the model sees
+# (x1: one pixel per cell; x8: more pixels per cell than one thread holds), anisotropic
+# scales, G = 1 and C = 1, 16 Gaussians per cell, the model's C = 4 (colour + weight
+# sum), radius 2 and a 1x1 field.
 CASES = [
     pytest.param(1, 20, 5, 4, 3, 1.0, 1.0, 1, id="x1-narrow"),
     pytest.param(1, 7, 12, 4, 3, 1.7, 1.7, 1, id="x1.7"),
@@ -54,6 +56,9 @@ CASES = [
     pytest.param(1, 8, 5, 4, 3, 1.5, 3.7, 1, id="aniso-1.5x3.7"),
     pytest.param(1, 6, 7, 1, 1, 2.0, 3.7, 1, id="G1-C1"),
     pytest.param(1, 5, 5, 4, 3, 2.0, 2.0, 2, id="radius2"),
+    pytest.param(1, 4, 5, 16, 3, 4.0, 4.0, 1, id="x4-G16"),
+    pytest.param(1, 5, 4, 4, 4, 3.0, 2.5, 1, id="C4-x3x2.5"),
+    pytest.param(1, 1, 1, 4, 3, 4.0, 4.0, 1, id="1x1"),
 ]
 
 
@@ -137,6 +142,49 @@ def test_deterministic():
         runs.append((out, *torch.autograd.grad(out.square().sum(), p)))
     for first, second in zip(*runs, strict=True):
         assert torch.equal(first, second)
+
+
+@pytest.mark.triton
+@kernel_test
+def test_the_launch_config_does_not_change_a_bit():
+    """Every config the autotuner may pick gives the same output and gradient bits."""
+    import triton
+    from gsasr_kernels import triton_rasterize as tr
+
+    field = GaussianField(*[t.to(DEVICE) for t in _params(1, 5, 7, 4, 3, seed=4)])
+    samples = tr.Samples.of(axis_map(17, 3.7, 5), axis_map(11, 1.7, 7), 5, 7, field.means.device)
+    v = torch.randn(1, 3, 17, 11, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    runs = []
+    for block, warps in ((32, 1), (64, 2), (256, 8)):
+        out, fwd = tr._fwd_launches(field, samples, 1)
+        grads, bwd = tr._bwd_launches(field, samples, 1, v)
+        for launch in fwd + bwd:  # in order: the pack before the render
+            kernel, meta = launch.kernel, dict(launch.meta)
+            if isinstance(kernel, triton.runtime.Autotuner):  # bypass it: force the config
+                kernel, meta = kernel.fn, meta | {"BLOCK_N": block, "num_warps": warps}
+            kernel[launch.grid(meta)](*launch.args, **meta)
+        runs.append((out, *grads.tensors()))
+    for name, *results in zip(("output", *NAMES), *runs, strict=True):
+        for other in results[1:]:
+            assert torch.equal(results[0], other), name
+
+
+@pytest.mark.triton
+@kernel_test
+def test_a_region_renders_bitwise_like_the_whole():
+    """Tiling is exact through the kernels too: a sub-grid with a halo renders its output
+    region bit-identically (each pixel's arithmetic does not depend on its block)."""
+    from gsasr_kernels.triton_rasterize import rasterize_triton
+
+    h, w, scale = 9, 8, 3.7
+    field = GaussianField(*[t.to(DEVICE) for t in _params(1, h, w, 4, 3, seed=5)])
+    oh, ow = round(h * scale), round(w * scale)
+    whole = rasterize_triton(field, axis_map(oh, scale, h), axis_map(ow, scale, w), 1)
+    y0, y1, x0, x1 = 10, 23, 7, 20  # output region; its cells are 2..6 x 1..5
+    rows = axis_map(y1 - y0, scale, h, out_start=y0, lr_start=1)
+    cols = axis_map(x1 - x0, scale, w, out_start=x0, lr_start=0)
+    part = rasterize_triton(field.crop(1, 8, 0, 7), rows, cols, 1)
+    assert torch.equal(part, whole[:, :, y0:y1, x0:x1])
 
 
 @pytest.mark.triton
