@@ -157,7 +157,7 @@ def main() -> None:
     if "triton" in impls:
         from gsasr_kernels import triton_rasterize as tr
 
-        for kernel in (tr._rasterize_fwd_kernel, tr._rasterize_bwd_kernel):
+        for kernel in (tr._fwd_kernel, tr._bwd_kernel):
             print(f"autotuned {kernel.fn.__name__}: {kernel.cache}")
 
 

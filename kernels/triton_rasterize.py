@@ -211,7 +211,7 @@ def _fwd_kernel(
     # -- masked store
     offs = (
         b * out_stride_b
-        + offs_c[:, None, None, None] * out_stride_c
+        + offs_c.to(tl.int64)[:, None, None, None] * out_stride_c
         + i[None, :, None, :] * out_stride_h
         + j[None, None, :, :] * out_stride_w
     )
@@ -311,7 +311,7 @@ def _bwd_kernel(
     acc_ux = tl.zeros_like(acc_ws)
     acc_uy = tl.zeros_like(acc_ws)
     v_base = grad_out_ptr + b * grad_out_stride_b  # [N]
-    v_chan = offs_c[:, None, None] * grad_out_stride_c  # [BLOCK_C, 1, 1]
+    v_chan = offs_c.to(tl.int64)[:, None, None] * grad_out_stride_c  # [BLOCK_C, 1, 1]
     for ox in range(-R, R + 1):  # column offset of the pixels' cell
         xx = x + ox
         ok_x = mask_n & (xx >= 0) & (xx < W)
