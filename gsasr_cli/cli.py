@@ -9,6 +9,8 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,6 +81,13 @@ def _root(
     ] = False,
 ) -> None:
     """Arbitrary-scale image super-resolution by 2D Gaussian splatting."""
+
+
+class Engine(str, Enum):
+    """Where the jobs of `gsasr upscale` run."""
+
+    LOCAL = "local"
+    RAY = "ray"
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?\Z")
@@ -258,9 +267,56 @@ def upscale(
         bool, typer.Option("--verbose", "-v", help="Also report tile and device.")
     ] = False,
     weights: WeightsOption = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(help='Run here, or on a Ray cluster (pip install "gsasr[ray]").'),
+    ] = Engine.LOCAL,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help=r"Ray cluster to use [default: RAY_ADDRESS, or one `ray start`ed on this "
+            "node, else a new local one].",
+            metavar="ADDRESS",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=r"Ray workers, each with the model [default: as many as the cluster fits].",
+            metavar="N",
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help=r"GPUs per Ray worker, fractions share one [default: 1 if the cluster has GPUs].",
+            metavar="F",
+        ),
+    ] = None,
+    cpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            help=r"CPUs Ray reserves per worker [default: 1; 0.5 on nodes of at most 4 CPUs].",
+            metavar="F",
+        ),
+    ] = None,
 ) -> None:
     """Upscale images by any factor, e.g. gsasr upscale photo.png --scale 3.7."""
     sizing = _sizing(scale, width, height, size, fit)
+    cluster_flags = {
+        "--ray-address": ray_address,
+        "--workers": workers,
+        "--gpus-per-worker": gpus_per_worker,
+        "--cpus-per-worker": cpus_per_worker,
+    }
+    if engine is Engine.LOCAL:
+        given = [flag for flag, value in cluster_flags.items() if value is not None]
+        if given:
+            raise UsageProblem(f"{given[0]} needs --engine ray")
+    elif "-" in inputs or output == "-":
+        raise UsageProblem("--engine ray reads and writes files; for - use --engine local")
     from .imageio import parse_color
 
     try:
@@ -290,17 +346,19 @@ def upscale(
         options, device, weights, quality, dry_run, max_output_pixels, max_input_pixels,
         max_input_bytes, backdrop,
     )  # fmt: skip
-    jobs = _peek(plan(inputs, req))
-    if threads:
-        import torch
+    if engine is Engine.RAY:
+        from .cluster import ClusterConfig, require_ray
 
-        torch.set_num_threads(threads)
-    _check_rasterizer(device)
-    _return_freed_memory()
+        require_ray()  # a usage error before any planning when Ray is missing
+        config = ClusterConfig(ray_address, workers, gpus_per_worker, cpus_per_worker, threads)
+    jobs = _peek(plan(inputs, req))
     runner = Runner(req, settings)
-    if not dry_run and any(j.problem is None for j in jobs.head):
-        runner.preflight()  # a bad device, precision or weights path fails before any file
-    with _progress(quiet) as progress:
+    results_out = sys.stdout
+    if engine is Engine.RAY:
+        run_engine: contextlib.AbstractContextManager = _ray_engine(req, settings, config, jobs)
+    else:
+        run_engine = _local_engine(runner, jobs, threads)
+    with run_engine as results, _progress(quiet) as progress:
         files = progress.add_task("files", total=None)
         tiles = progress.add_task("tiles", total=None, visible=False)
 
@@ -308,14 +366,48 @@ def upscale(
             progress.update(tiles, completed=done, total=total, visible=total > 1)
 
         runner.on_tile = on_tile
-        report = _Report(json_out, dry_run, verbose, quiet, progress, files)
+        report = _Report(json_out, dry_run, verbose, quiet, progress, files, results_out)
         try:
-            for job in jobs:
-                report.add(runner.run(job))
+            for result in results:
+                report.add(result)
         except (KeyboardInterrupt, Terminated):
             report.summary(interrupted=True)
             raise
     raise typer.Exit(report.summary())
+
+
+@contextlib.contextmanager
+def _local_engine(runner, jobs, threads: int) -> Iterator[Iterator]:
+    """The jobs' Results, one file at a time in this process."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    _check_rasterizer(runner.settings.device)
+    from .jobs import return_freed_memory
+
+    return_freed_memory()
+    if not runner.settings.dry_run and any(j.problem is None for j in jobs.head):
+        runner.preflight()  # a bad device, precision or weights path fails before any file
+    yield (runner.run(job) for job in jobs)
+
+
+@contextlib.contextmanager
+def _ray_engine(req, settings, config, jobs) -> Iterator[Iterator]:
+    """The jobs' Results from Ray workers as they finish; leaving early (Ctrl-C, an error)
+    kills the workers and removes what they left."""
+    from .cluster import RayEngine
+
+    def notice(message: str) -> None:
+        err.print(f"warning: {message}", markup=False, soft_wrap=True)
+
+    # Ray's driver prints what its raylets report (a worker died...) to sys.stdout, which
+    # carries results only: those reports are dropped (each death is a warning line here).
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        with RayEngine(req, settings, config, on_notice=notice) as pool:
+            if any(not pool.local.settled(j) for j in jobs.head):
+                pool.start()  # no worker, a bad device or weights path: fails before any file
+            yield pool.run(jobs)
 
 
 def _isatty(stream) -> bool:
@@ -363,18 +455,6 @@ def _check_rasterizer(device: str) -> None:
         raise UsageProblem(why)
 
 
-def _return_freed_memory() -> None:
-    """Have glibc unmap large freed buffers at once (a fixed mmap threshold of 1 MiB).
-
-    By default glibc raises its threshold after the first large free and then keeps later
-    freed tile buffers in the heap: a big image's peak RSS would count tiles long gone.
-    """
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-
-
 def _progress(quiet: bool = False):
     """A Rich progress display on stderr (files and tiles, ETA); off unless a terminal.
 
@@ -404,9 +484,12 @@ def _progress(quiet: bool = False):
 class _Report:
     """Shows each result as it comes (JSON on stdout, or lines on stderr), then a summary."""
 
-    def __init__(self, json_out: bool, dry_run: bool, verbose: bool, quiet: bool, progress, task):
+    def __init__(
+        self, json_out: bool, dry_run: bool, verbose: bool, quiet: bool, progress, task, out
+    ):
         self.json_out, self.dry_run, self.verbose, self.quiet = json_out, dry_run, verbose, quiet
         self.progress, self.task = progress, task
+        self.out = out  # stdout as it was when the run began (Ray's driver takes sys.stdout)
         self.counts = {s: 0 for s in ("ok", "skipped", "failed", "dry-run")}
         self.invalid = 0
         self.start = time.perf_counter()
@@ -417,9 +500,10 @@ class _Report:
         self.counts[r.status.value] += 1
         self.invalid += r.invalid
         if self.json_out:
-            _stdout_line(json.dumps(r.to_json()))
+            _stdout_line(json.dumps(r.to_json()), self.out)
         elif r.status.value == "dry-run":
-            _stdout_line(f"{r.input} ({_wh(r.input_size)}) -> {r.output} ({_wh(r.output_size)})")
+            line = f"{r.input} ({_wh(r.input_size)}) -> {r.output} ({_wh(r.output_size)})"
+            _stdout_line(line, self.out)
         say = self.progress.console.print
         for warning in r.warnings:
             say(f"warning: {warning}", markup=False, soft_wrap=True)
@@ -455,9 +539,9 @@ class _Report:
         return 2 if self.invalid else 1 if c["failed"] else 0
 
 
-def _stdout_line(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+def _stdout_line(text: str, out) -> None:
+    out.write(text + "\n")
+    out.flush()
 
 
 def _parse_scales(text: str) -> list[float]:

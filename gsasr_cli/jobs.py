@@ -12,6 +12,7 @@ for that file only; the batch goes on. Nothing here prints: results come back as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -446,6 +447,9 @@ class Runner:
         self.req, self.settings, self.model = req, settings, model
         self.on_tile = on_tile
         self.device: torch.device | None = None
+        # How outputs reach their path: `write_atomic`'s signature; a cluster worker puts its
+        # temporary files where a sweep after its death can find them (cluster.py).
+        self.write: Callable[..., None] = write_atomic
 
     def preflight(self) -> None:
         """Check the device, the precision and the weights path before any file, without
@@ -471,6 +475,13 @@ class Runner:
         if self.device is None:
             self.device = next(self.model.parameters()).device
         return self.model
+
+    def settled(self, job: Job) -> bool:
+        """Whether `run(job)` ends without opening the input: a job refused when planning, or
+        an output that exists and is not to be replaced (the first check of a run)."""
+        if job.problem is not None:
+            return True
+        return job.output is not None and not self.req.overwrite and job.output.exists()
 
     def run(self, job: Job) -> Result:
         """One job, start to finish; every problem ends in the Result, never raised."""
@@ -546,7 +557,7 @@ class Runner:
             _write_stdout(encoded)
             return
         try:
-            write_atomic(job.output, encoded, overwrite=req.overwrite)
+            self.write(job.output, encoded, overwrite=req.overwrite)
         except OutputExists:  # another process wrote it meanwhile
             self._exists(job)
 
@@ -560,6 +571,18 @@ def execute(jobs: Iterable[Job], runner: Runner) -> Iterator[Result]:
     """Run the jobs one by one, yielding a Result for each; a failure stops only its file."""
     for job in jobs:
         yield runner.run(job)
+
+
+def return_freed_memory() -> None:
+    """Have glibc unmap large freed buffers at once (a fixed mmap threshold of 1 MiB).
+
+    By default glibc raises its threshold after the first large free and then keeps later
+    freed tile buffers in the heap: a big image's peak RSS would count tiles long gone.
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
 
 
 def _check_output_folder(output: Path, create: bool) -> None:
