@@ -59,15 +59,15 @@ def tiling(args) -> None:
     dev = _device(args.dry_run)
     model = load_model(device=dev)
     rng = np.random.default_rng(0)
-    side = 40 if args.dry_run else 300
+    side = 24 if args.dry_run else 300
     img = rng.random((side, side + 7, 3), dtype=np.float32)  # float in, float out: no rounding
     lines = [
         "| scale | input | tile | output | max abs diff vs untiled | equal |",
         "|---|---|---|---|---|---|",
     ]
-    for scale in (2.0, 3.7, 4.0):
+    for scale in (3.7,) if args.dry_run else (2.0, 3.7, 4.0):
         whole = upscale(img, scale=scale, model=model, tile=0)
-        for tile in (16, 64) if args.dry_run else (64, 128):
+        for tile in (16,) if args.dry_run else (64, 128):
             part = upscale(img, scale=scale, model=model, tile=tile)
             diff = float(np.abs(part - whole).max())
             lines.append(

@@ -114,5 +114,11 @@ step e2e 150 $PY benchmarks/gpu_check.py e2e --out "$OUT" --val "$VAL" $DRYFLAG
     done
 } >> "$SUMMARY"
 echo "results: $OUT (summary.md)"
-[[ $DRY == 1 ]] && echo "DRY RUN: the plumbing works; nothing was measured (no GPU)."
+if [[ $DRY == 1 ]]; then
+    if [[ $FAILED == 0 ]]; then
+        echo "DRY RUN: every step ran; the plumbing works. Nothing was measured (no GPU)."
+    else
+        echo "DRY RUN: a step failed (see $SUMMARY). Nothing was measured (no GPU)."
+    fi
+fi
 exit $FAILED
