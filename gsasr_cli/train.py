@@ -34,7 +34,7 @@ from gsasr_kernels import axis_map
 from .checkpoint import Checkpoint, load_checkpoint, load_into, model_state, save_checkpoint
 from .errors import GsasrError
 from .grow import grow
-from .model import COLOR_MODES, GSASR, RENDER_MODES, GaussianField, ModelConfig
+from .model import COLOR_MODES, GSASR, RENDER_MODES, ModelConfig
 from .resize import imresize
 from .weights_io import load_model, save_weights
 
@@ -156,12 +156,6 @@ def batches(sampler: PatchSampler, workers: int) -> Iterator:
     return iter(loader)
 
 
-def _float(field: GaussianField) -> GaussianField:
-    return GaussianField(
-        *(t.float() for t in (field.means, field.sigmas, field.rhos, field.opacities, field.colors))
-    )
-
-
 def train_step(
     model: GSASR,
     lr_img: torch.Tensor,  # [B, 3, p, p]
@@ -179,7 +173,7 @@ def train_step(
         field = model.decode(lr_img, feat, scale)
     p = lr_img.shape[-1]
     out = model.render(
-        _float(field), axis_map(hr.shape[-2], scale[0], p), axis_map(hr.shape[-1], scale[1], p)
+        field.float(), axis_map(hr.shape[-2], scale[0], p), axis_map(hr.shape[-1], scale[1], p)
     )
     return (out - hr).abs().mean()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,6 +73,62 @@ def test_a_short_run_exports_weights_and_resumes(tmp_path, capsys):
         assert torch.equal(a, b)
 
 
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(data / f"{i}.png"), rng.integers(0, 256, (80, 90, 3), dtype=np.uint8))
+    return data
+
+
+def test_the_relay_file_continues_a_run_on_another_machine(tiny_data, tmp_path, capsys):
+    from safetensors import safe_open
+
+    relay = tmp_path / "relay.safetensors"
+    base = ["--data", str(tiny_data), "--patch", "8", "--batch", "2", "--threads", "1"]
+    base += ["--log-every", "1", "--save-every", "100", "--workers", "0"]
+    main([*base, "--out", str(tmp_path / "a"), "--until", "3", "--relay-file", str(relay)])
+    main([*base, "--out", str(tmp_path / "a"), "--until", "4", "--relay-file", str(relay)])
+    with safe_open(str(relay), "pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+    assert meta["step"] == "4" and not any(k.startswith("adam/") for k in keys)
+    assert json.loads(meta["train"])["patch"] == 8
+    capsys.readouterr()
+    # A new machine: an empty run folder, only the relay file. The run's hyperparameters
+    # come from the file (patch 8, batch 2 are not given again), the step goes on from 4,
+    # and without Adam's moments the learning rate warms up again.
+    main(["--data", str(tiny_data), "--out", str(tmp_path / "b"), "--resume", str(relay),
+          "--until", "6", "--warmup", "4", "--log-every", "1", "--workers", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"resumed from {relay} at step 4" in err
+    lrs = [float(line.split(" lr ")[1].split()[0]) for line in err.splitlines() if " lr " in line]
+    assert lrs == pytest.approx([2e-4 / 4, 2e-4 * 2 / 4])
+    with safe_open(str(tmp_path / "b" / "checkpoint.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["train"])["batch"] == 2
+        assert any(k.startswith("adam/") for k in f.keys())  # the run folder keeps Adam
+
+
+def test_the_encoder_trains_at_its_own_rate(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data", str(tiny_data), "--out", str(out), "--patch", "8", "--batch", "2"]
+    main([*args, "--until", "1", "--workers", "0", "--encoder-lr", "1e-3"])
+    first = load_model(out / "ema.safetensors")
+    main([*args, "--until", "3", "--workers", "0"])
+    second = load_model(out / "ema.safetensors")
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(first.encoder.parameters(), second.encoder.parameters(), strict=True)
+    ]
+    assert all(moved)
+
+
+def test_the_relay_file_of_the_shipped_architecture_fits_in_12_mb():
+    n = sum(p.numel() for p in GSASR(ModelConfig()).parameters())
+    assert 2 * 4 * n < 12_000_000  # model and EMA, float32
+
+
 def test_grown_decoder_renders_what_it_grew_from():
     from gsasr_cli.grow import grow
 
@@ -104,7 +161,9 @@ def test_grown_decoder_renders_what_it_grew_from():
     # the parent's up to second-order terms.
     fresh = GSASR(ModelConfig())
     with torch.no_grad():
-        split = grow(fresh, replace(fresh.cfg, grid=4), noise=0.0).gaussians(lr, (2.0, 2.0)).opacities
+        split = (
+            grow(fresh, replace(fresh.cfg, grid=4), noise=0.0).gaussians(lr, (2.0, 2.0)).opacities
+        )
         base = fresh.gaussians(lr, (2.0, 2.0)).opacities
     ratio = split.view(*shape).sum((4, 6)) / base.view(1, 20, 23, n, n)
     assert (ratio - 1).abs().max() < 1e-3
