@@ -59,6 +59,7 @@ class TrainConfig:
     scale_max: float = 4.0
     anisotropic: float = 0.25  # share of batches with an independent x scale
     seed: int = 0
+    sample: int = 0  # HR rows and columns per patch the loss sees (0: all of them)
     bf16: bool = False  # autocast the network to bfloat16 (CPUs with AVX512-BF16 or AMX)
     channels_last: bool = False
 
@@ -141,6 +142,10 @@ class _Batches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         if info is not None:  # each worker its own stream; one thread, beside the step's
             torch.set_num_threads(1)
+            # Ctrl-C or a TERM for the whole process group is the trainer's to handle (it
+            # saves, then stops its workers); a worker that died of it would crash it.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
             self.sampler.rng.seed(self.sampler.rng.random() + info.id)
         while True:
             yield self.sampler()
@@ -172,10 +177,18 @@ def train_step(
             feat = model.encoder(lr_img)
         field = model.decode(lr_img, feat, scale)
     p = lr_img.shape[-1]
-    out = model.render(
-        field.float(), axis_map(hr.shape[-2], scale[0], p), axis_map(hr.shape[-1], scale[1], p)
-    )
+    rows, cols = axis_map(hr.shape[-2], scale[0], p), axis_map(hr.shape[-1], scale[1], p)
+    if tc.sample:  # the loss on a random grid of HR rows and columns: unbiased, and cheap
+        ri, ci = (_subset(n, tc.sample) for n in hr.shape[-2:])
+        rows, cols = rows.take(ri), cols.take(ci)
+        hr = hr.index_select(2, ri.to(hr.device)).index_select(3, ci.to(hr.device))
+    out = model.render(field.float(), rows, cols)
     return (out - hr).abs().mean()
+
+
+def _subset(n: int, k: int) -> torch.Tensor:
+    """min(n, k) of range(n), drawn at random, in increasing order."""
+    return torch.arange(n) if n <= k else torch.randperm(n)[:k].sort().values
 
 
 def build_model(args: argparse.Namespace) -> GSASR:
@@ -241,6 +254,8 @@ _HELP = {
     "scale_max": "largest training scale",
     "anisotropic": "share of batches with an independent x scale",
     "seed": "seed of the data order and of new weights",
+    "sample": "render and score only this many random HR rows and columns per patch "
+    "(a random grid; 0: the whole HR patch)",
     "bf16": "run the network under bfloat16 autocast (CPUs with AVX512-BF16 or AMX)",
     "channels_last": "channels-last memory format for the convolutions",
 }

@@ -30,6 +30,10 @@ class AxisMap:
         """The same map on another device."""
         return AxisMap(self.cell.to(device), self.frac.to(device))
 
+    def take(self, index: Tensor) -> AxisMap:
+        """The samples at `index` ([n] int64, increasing, so cells stay in order)."""
+        return AxisMap(self.cell[index], self.frac[index])
+
 
 def axis_map(
     n_out: int,

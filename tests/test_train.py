@@ -198,3 +198,32 @@ def test_gsasr_train_passes_its_arguments_through(capsys):
 def test_a_missing_data_folder_is_one_line(tmp_path):
     with pytest.raises(GsasrError, match=r"none: not a folder"):
         main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")])
+
+
+def test_a_terminated_run_saves_and_stops_cleanly(tiny_data, tmp_path):
+    """SIGTERM to the whole process group (as `kill -- -PGID` or a closing session sends
+    it) reaches the data worker too: the trainer must still save and stop with exit 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gsasr_cli.train", "--data", str(tiny_data), "--out", str(out)]
+    cmd += ["--patch", "8", "--batch", "2", "--threads", "1", "--workers", "1"]
+    cmd += ["--log-every", "1", "--save-every", "1000", "--until", "100000"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.stderr.readline().startswith("step 3/"):
+            break
+    os.killpg(proc.pid, signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, rest
+    assert "(interrupted)" in rest and "Traceback" not in rest
+    from safetensors import safe_open
+
+    with safe_open(str(out / "checkpoint.safetensors"), "pt") as f:
+        assert int(f.metadata()["step"]) >= 3
