@@ -424,7 +424,8 @@ def _fwd_launches(
     def grid(meta):
         return triton.cdiv(n_cells, meta["BLOCK_N"]), ty * tx
 
-    args = (packed, samples.row_first, samples.row_frac, samples.col_first, samples.col_frac)
+    args: tuple[object, ...] = (packed, samples.row_first, samples.row_frac)
+    args += (samples.col_first, samples.col_frac)
     args += (out, *out.stride(), n_cells, h, w, _size_bucket(n_cells * ty * tx))
     meta = {"G": g, "C": c, "R": radius, "SY": sy, "SX": sx, "TX": tx, "BLOCK_C": block_c}
     render = Launch(_fwd_kernel, grid, args, meta | {"enable_fp_fusion": FP_FUSION})
@@ -458,8 +459,9 @@ def _bwd_launches(
     def grid(meta):
         return (triton.cdiv(n_gauss, meta["BLOCK_N"]),)
 
-    args = (*field.tensors(), samples.row_first, samples.row_frac, samples.col_first)
-    args += (samples.col_frac, grad_out, *grad_out.stride(), *grads.tensors(), n_gauss, h, w)
+    args: tuple[object, ...] = (*field.tensors(), samples.row_first, samples.row_frac)
+    args += (samples.col_first, samples.col_frac, grad_out, *grad_out.stride())
+    args += (*grads.tensors(), n_gauss, h, w)
     args += (samples.max_rows, triton.cdiv(samples.max_cols, sx), _size_bucket(n_gauss))
     meta = {"G": g, "C": c, "R": radius, "SX": sx, "BLOCK_C": block_c}
     return grads, [Launch(_bwd_kernel, grid, args, meta | {"enable_fp_fusion": FP_FUSION})]
