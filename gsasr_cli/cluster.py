@@ -30,6 +30,7 @@ import errno
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -303,7 +304,8 @@ class RayEngine:
                     **quiet,
                 )
         except Exception as exc:  # Ray raises many kinds here
-            raise GsasrError(f"cannot connect to Ray at {address}: {_first_line(exc)}") from exc
+            why = _first_line(_root_cause(exc))
+            raise GsasrError(f"cannot connect to Ray at {address}: {why}") from exc
         finally:
             for s, handler in saved.items():
                 if handler is not None:
@@ -399,7 +401,7 @@ class RayEngine:
 
     def _submit(self, job: Job, attempt: int) -> None:
         actor = min((a for a in self.actors if self._free(a)), key=lambda a: len(a.outstanding))
-        ref = actor.handle.run.remote(job)
+        ref = actor.handle.run.remote(_absolute(job))  # workers run in other folders
         actor.outstanding.append(ref)
         self.pending[ref] = _Task(actor, job, attempt)
 
@@ -425,7 +427,7 @@ class RayEngine:
                 continue
             task.actor.outstanding.remove(ref)
             task.actor.last_folder = task.job.output.parent if task.job.output else None
-            yield value
+            yield _as_planned(value, task.job)
 
     def _started(self, actor: _Actor, info: dict[str, Any]) -> None:
         if "error" in info:
@@ -541,14 +543,58 @@ def _check_config(config: ClusterConfig, settings: Settings) -> None:
         raise UsageProblem("--device cpu and --gpus-per-worker disagree; give one of them")
 
 
+def _absolute(job: Job) -> Job:
+    """The job with absolute paths, for a worker whose working folder is not ours."""
+    source = Path(os.path.abspath(job.source)) if job.source is not None else None
+    output = Path(os.path.abspath(job.output)) if job.output is not None else None
+    return replace(job, source=source, output=output)
+
+
+def _as_planned(r: Result, job: Job) -> Result:
+    """A worker's Result named with the job's paths as planned (relative ones stay relative),
+    as the local engine reports them."""
+    names = {}
+    for planned in (job.source, job.output):
+        if planned is not None and os.path.abspath(planned) != str(planned):
+            names[os.path.abspath(planned)] = str(planned)
+    if not names:
+        return r
+
+    def rename(text: str) -> str:
+        for absolute in sorted(names, key=len, reverse=True):
+            text = text.replace(absolute, names[absolute])
+        return text
+
+    r.input, r.output = job.name, str(job.output) if job.output is not None else r.output
+    r.error = rename(r.error) if r.error is not None else None
+    r.warnings = [rename(w) for w in r.warnings]
+    return r
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a `raise ... from` chain (not of `__context__`: a failed
+    local start must not be blamed on the failed search for a running cluster before it)."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
 def _failed(job: Job, error: str) -> Result:
     output = str(job.output) if job.output is not None else "<stdout>"
     return Result(job.name, output, Status.FAILED, error=f"{job.name}: {error}")
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    """One line for an exception; when its message embeds a traceback (Ray's connection
+    errors do), the last `SomeError: reason` line of it, without the class name."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    raised = [m.group(1) for ln in lines if (m := _RAISED.match(ln))]
+    return (raised[-1] if raised else lines[0] if lines else type(exc).__name__)[:400]
+
+
+_RAISED = re.compile(r"[\w.]*(?:Error|Exception): (.+)")
 
 
 def _nodes_text(cpus: list[float], gpus: list[float]) -> str:

@@ -142,19 +142,24 @@ def test_a_rerun_skips_everything(ray_run, mixed, run_cli, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
-def test_a_bad_file_fails_alone(ray_cluster, tmp_path, run_cli, capsys):
+def test_a_bad_file_fails_alone(ray_cluster, tmp_path, run_cli, capsys, monkeypatch):
     src = photos(tmp_path / "in", 3, 20)
     (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     (src / "empty.jpg").write_bytes(b"")
-    out = tmp_path / "out"
-    code, stdout, err = run_cli(
-        ["upscale", str(src), "-s", "2", "-o", str(out), "--engine", "ray", "--workers", "2"]
-    )
+    monkeypatch.chdir(tmp_path)  # relative paths: the workers run in another folder
+    argv = ["upscale", "in", "-s", "2", "-o", "out", "--engine", "ray", "--workers", "2"]
+    code, stdout, err = run_cli([*argv, "--json"])
     assert code == 1
-    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 2 and any("bad.png" in e for e in errors), err
-    assert any("empty.jpg" in e for e in errors)
-    assert sorted(tree(out)) == ["p0.png", "p1.png", "p2.png"]
+    errors = sorted(ln for ln in err.splitlines() if ln.startswith("error:"))
+    assert [e.split(":")[1] for e in errors] == [" in/bad.png", " in/empty.jpg"], err
+    local_err = run_cli(["upscale", "in", "-s", "2", "-o", "local", "--threads", "1"])[2]
+    assert errors == sorted(ln for ln in local_err.splitlines() if ln.startswith("error:"))
+    assert {(r["input"], r["output"], r["status"]) for r in records(stdout).values()} == {
+        ("in/bad.png", "out/bad.png", "failed"),
+        ("in/empty.jpg", "out/empty.jpg", "failed"),
+        *((f"in/p{i}.png", f"out/p{i}.png", "ok") for i in range(3)),
+    }
+    assert sorted(tree(tmp_path / "out")) == ["p0.png", "p1.png", "p2.png"]
     assert "upscaled 3, skipped 0, failed 2 of 5" in err
 
 
