@@ -236,7 +236,7 @@ class RayEngine:
         self.started = False
         self.owns_connection = False
         self.workers = 0
-        self.spawn_budget = 0
+        self.deaths = 0  # workers lost since a job last came back
         self.last_death = ""
         self.node_id: str | None = None
 
@@ -265,7 +265,6 @@ class RayEngine:
                 f"the Ray cluster fits {fit} workers of {cpus:g} CPU, {gpus:g} GPU now; "
                 f"the other {self.workers - fit} start when resources free up"
             )
-        self.spawn_budget = self.workers + max(2, self.workers)  # replacements for deaths
         for _ in range(self.workers):
             self._spawn()
         waited = time.monotonic()
@@ -341,9 +340,10 @@ class RayEngine:
         return gpus, cpus, max(1, default), fit
 
     def _spawn(self) -> None:
-        if self.spawn_budget <= 0:
+        # Replace dead workers as long as work gets done; workers that die one after the
+        # other with nothing done (a node without gsasr, a broken install) are not replaced.
+        if self.deaths > 2 * self.workers + 1:
             return
-        self.spawn_budget -= 1
         index = len(self.actors)
         settings = self.settings
         if settings.device == "auto" and not self.gpus:
@@ -427,6 +427,7 @@ class RayEngine:
                 continue
             task.actor.outstanding.remove(ref)
             task.actor.last_folder = task.job.output.parent if task.job.output else None
+            self.deaths = 0
             yield _as_planned(value, task.job)
 
     def _started(self, actor: _Actor, info: dict[str, Any]) -> None:
@@ -440,6 +441,7 @@ class RayEngine:
         """A worker died: its jobs go back to the queue (the one it was running with one
         more attempt), its staging folders are removed, and a replacement starts."""
         actor.dead = True
+        self.deaths += 1
         cause = _first_line(exc)
         self.last_death = f"worker {actor.index} ({actor.where}): {cause}"
         with contextlib.suppress(Exception):  # unreachable is not yet dead
