@@ -327,7 +327,7 @@ class RayEngine:
         threads = self.config.threads or max(1, math.floor(cpus))
         fit = default = 0
         for n_cpu, n_gpu in zip(node_cpus, node_gpus, strict=True):
-            by_gpu = math.floor(n_gpu / gpus + 1e-9) if gpus > 0 else math.inf
+            by_gpu = math.floor(n_gpu / gpus + 1e-9) if gpus > 0 else 1 << 30  # no limit
             fit += min(math.floor(n_cpu / cpus + 1e-9), by_gpu)
             default += min(math.floor(n_cpu / max(cpus, threads) + 1e-9), by_gpu)
         if fit == 0:
@@ -448,15 +448,16 @@ class RayEngine:
             self.ray.kill(actor.handle, no_restart=True)
         tasks = [task if r == ref else self.pending.pop(r, None) for r in actor.outstanding]
         refs, actor.outstanding = actor.outstanding, []
-        jobs = [t.job for t in tasks if t is not None and t.job is not None]
+        held = [(t.job, t.attempt) for t in tasks if t is not None and t.job is not None]
+        jobs = [job for job, _ in held]
         requeue: list[tuple[Job, int]] = []
-        for i, t in enumerate(t for t in tasks if t is not None and t.job is not None):
-            attempt = t.attempt + (i == 0)  # the first was running; the others waited
+        for i, (job, tries) in enumerate(held):
+            attempt = tries + (i == 0)  # the first was running; the others waited
             if attempt <= MAX_ATTEMPTS:
-                requeue.append((t.job, attempt))
+                requeue.append((job, attempt))
                 continue
             why = f"a Ray worker died while upscaling it, {MAX_ATTEMPTS} times (the last: {cause})"
-            yield _failed(t.job, why)
+            yield _failed(job, why)
         self.retry.extendleft(reversed(requeue))
         self._confirm_dead([actor], [r for r in refs if r != ref])
         self._sweep(actor, jobs)
