@@ -21,10 +21,10 @@ from typer.core import TyperArgument, TyperCommand
 try:  # Typer >= 0.20 vendors Click
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 
 from . import __version__
-from .errors import GsasrError, InvalidRequest, UsageProblem
+from .errors import GsasrError, InvalidRequest, OutputClosed, UsageProblem
 from .options import AlphaMode, Precision
 
 
@@ -105,7 +105,7 @@ def _wxh(flag: str, text: str | None) -> tuple[int, int] | None:
 def _sizing(
     scale: float | None, width: int | None, height: int | None, size: str | None, fit: str | None
 ):
-    from .inference import Sizing
+    from .sizing import Sizing
 
     flags = {"--scale": scale, "--width": width, "--height": height, "--size": size, "--fit": fit}
     given = [n for n, v in flags.items() if v is not None]
@@ -384,9 +384,6 @@ def _local_engine(runner, jobs, threads: int) -> Iterator[Iterator]:
 
         torch.set_num_threads(threads)
     _check_rasterizer(runner.settings.device)
-    from .jobs import return_freed_memory
-
-    return_freed_memory()
     if not runner.settings.dry_run and any(j.problem is None for j in jobs.head):
         runner.preflight()  # a bad device, precision or weights path fails before any file
     yield (runner.run(job) for job in jobs)
@@ -540,8 +537,11 @@ class _Report:
 
 
 def _stdout_line(text: str, out) -> None:
-    out.write(text + "\n")
-    out.flush()
+    try:
+        out.write(text + "\n")
+        out.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
 
 
 def _parse_scales(text: str) -> list[float]:
@@ -732,7 +732,7 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         _error("interrupted", prefix="")
         sys.exit(130)
-    except BrokenPipeError:
+    except (BrokenPipeError, OutputClosed):
         # The reader went away (`| head -1`): stop quietly, as `cat` does.
         with contextlib.suppress(OSError, AttributeError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

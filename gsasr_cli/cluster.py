@@ -26,7 +26,6 @@ Ray is imported here only, and only when a cluster run starts.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
 import os
@@ -42,8 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GsasrError, InvalidRequest, UsageProblem
-from .files import OutputExists, capture_stderr, make_folder, reason, write_atomic
-from .jobs import Job, Request, Result, Runner, Settings, Status, return_freed_memory
+from .files import (
+    capture_stderr,
+    link_exclusive,
+    make_folder,
+    reason,
+    write_atomic,
+)
+from .jobs import Job, Request, Result, Runner, Settings, Status
 
 MAX_ATTEMPTS = 3  # workers a file may kill before it fails
 OBJECT_STORE_BYTES = 200 << 20  # for a local Ray started here: only paths and results move
@@ -108,36 +113,12 @@ class StagedWriter:
                 if overwrite:
                     os.replace(staged, path)
                 else:
-                    _link_exclusive(staged, path)
+                    link_exclusive(staged, path)
             except OSError as exc:
                 raise GsasrError(f"{path}: cannot write ({reason(exc)})") from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
-
-
-def _link_exclusive(src: Path, dst: Path) -> None:
-    """Link `src` at `dst` unless something is there (OutputExists); where the file system
-    has no hard links, claim `dst` with an exclusive create and move `src` over it."""
-    try:
-        os.link(src, dst)
-        return
-    except FileExistsError:
-        raise OutputExists(f"{dst}: output exists") from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS,
-                             errno.EMLINK, errno.EXDEV):  # fmt: skip
-            raise
-    try:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        raise OutputExists(f"{dst}: output exists") from None
-    os.close(fd)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.unlink(dst)  # our empty placeholder
-        raise
 
 
 class UpscaleWorker:
@@ -149,7 +130,6 @@ class UpscaleWorker:
         torch.set_num_threads(max(1, threads))
         with contextlib.suppress(RuntimeError):  # only possible before any parallel work
             torch.set_num_interop_threads(1)
-        return_freed_memory()
         self.runner = Runner(req, settings)
         self.runner.write = StagedWriter(stage_name)
 

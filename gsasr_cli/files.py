@@ -161,7 +161,7 @@ def write_atomic(
             os.replace(tmp, path)
             tmp = None
         else:
-            _link_exclusive(tmp, path)
+            link_exclusive(tmp, path)
     except OSError as exc:
         raise GsasrError(f"{path}: cannot write ({reason(exc)})") from exc
     finally:
@@ -197,8 +197,10 @@ def _create_temp(folder: Path) -> str:
     raise FileExistsError(errno.EEXIST, "no free temporary name")
 
 
-def _link_exclusive(tmp: str, path: Path) -> None:
-    """Put `tmp` at `path` only if nothing is there (then `tmp` is removed by the caller)."""
+def link_exclusive(tmp: str | Path, path: Path) -> None:
+    """Put the finished file `tmp` at `path` only if nothing is there (OutputExists); the
+    caller removes `tmp`. Where the file system has no hard links, `path` is claimed with an
+    exclusive create and `tmp` moved over it."""
     try:
         os.link(tmp, path)
     except FileExistsError:

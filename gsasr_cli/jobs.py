@@ -13,6 +13,7 @@ for that file only; the batch goes on. Nothing here prints: results come back as
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -25,7 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import GsasrError, InvalidRequest, UsageProblem
+from .errors import GsasrError, InvalidRequest, OutputClosed, UsageProblem
 from .files import OutputExists, check_name, make_folder, read_file, read_stdin, write_atomic
 from .imageio import (
     FORMATS,
@@ -39,8 +40,8 @@ from .imageio import (
     probe_image,
     read_image,
 )
-from .inference import MAX_OUTPUT_PIXELS, Sizing
 from .options import DEFAULT_OPTIONS, UpscaleOptions
+from .sizing import MAX_OUTPUT_PIXELS, Sizing
 
 if TYPE_CHECKING:
     import torch
@@ -249,8 +250,14 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
         if FORMATS[out.suffix.lower()][0] != FORMATS[ext][0]:
             raise UsageProblem(f"-o {out} and --format {req.fmt} disagree; give one of them")
     keep = _Filter(req.globs, req.excludes)
-    skip = {out.resolve()} if to_folder and out is not None else set()
-    is_input = _InputTest(inputs, req.recursive, keep)
+    # An output folder inside an input folder is not scanned (a rerun would upscale its
+    # own outputs); one that is an input folder itself stays an input, and guarded.
+    skip: set[Path] = set()
+    if to_folder and out is not None:
+        target = out.resolve()
+        if any(target != f.resolve() and target.is_relative_to(f.resolve()) for f in folders):
+            skip.add(target)
+    is_input = _InputTest(inputs, req.recursive, keep, skip)
     planned = _Outputs()
     for src, root in _sources(inputs, req, keep, skip):
         job = _job(src, root, req, ext, out, to_folder, batch)
@@ -328,15 +335,17 @@ def _check_template(template: str | None) -> None:
 class _InputTest:
     """Whether a path is one of this run's inputs, without listing them all."""
 
-    def __init__(self, inputs: list[str], recursive: bool, keep: _Filter) -> None:
+    def __init__(self, inputs: list[str], recursive: bool, keep: _Filter, skip: set[Path]) -> None:
         self.files = {Path(i).resolve() for i in inputs if i != STDIO and not Path(i).is_dir()}
         self.folders = [Path(i).resolve() for i in inputs if i != STDIO and Path(i).is_dir()]
-        self.recursive, self.keep = recursive, keep
+        self.recursive, self.keep, self.skip = recursive, keep, skip
 
     def __call__(self, path: Path) -> bool:
         p = path.resolve()
         if p in self.files:
             return True
+        if any(p.is_relative_to(s) for s in self.skip):  # the output tree is not scanned
+            return False
         for folder in self.folders:
             try:
                 rel = p.relative_to(folder)
@@ -408,7 +417,8 @@ def output_ext(path: Path) -> str:
 
 
 def _ext_like(src: Path) -> str:
-    return src.suffix.lower() if src.suffix.lower() in FORMATS else ".png"
+    """The input's own extension, as it is spelt, when it is an output format; else .png."""
+    return src.suffix if src.suffix.lower() in FORMATS else ".png"
 
 
 # ---------------------------------------------------------------- running
@@ -527,6 +537,8 @@ class Runner:
             info.height, info.width, max_pixels=st.max_output_pixels
         )
         r.input_size, r.output_size = [info.width, info.height], [out_size[1], out_size[0]]
+        if out_size[0] * out_size[1] >= LARGE_OUTPUT_PIXELS:
+            return_freed_memory()
         r.scale = [scale[1], scale[0]]
         target = str(job.output) if job.output is not None else "<stdout>"
         check_output_size(job.ext, *out_size, name=target, channels=info.channels, bits=info.bits)
@@ -535,12 +547,16 @@ class Runner:
         if st.dry_run:
             r.status = Status.DRY_RUN
             return
-        limits = {"max_pixels": st.max_input_pixels, "on_warning": warn}
         if data is not None:
-            image = decode(data, job.name, **limits)
+            image = decode(data, job.name, max_pixels=st.max_input_pixels, on_warning=warn)
         else:
             assert job.source is not None
-            image = read_image(job.source, max_bytes=st.max_input_bytes, **limits)
+            image = read_image(
+                job.source,
+                max_pixels=st.max_input_pixels,
+                max_bytes=st.max_input_bytes,
+                on_warning=warn,
+            )
         from .inference import upscale_image
 
         model = self.load()
@@ -573,11 +589,18 @@ def execute(jobs: Iterable[Job], runner: Runner) -> Iterator[Result]:
         yield runner.run(job)
 
 
+# Outputs from this size on make the process return freed memory at once (see below).
+LARGE_OUTPUT_PIXELS = 16_000_000
+
+
+@functools.cache
 def return_freed_memory() -> None:
     """Have glibc unmap large freed buffers at once (a fixed mmap threshold of 1 MiB).
 
     By default glibc raises its threshold after the first large free and then keeps later
     freed tile buffers in the heap: a big image's peak RSS would count tiles long gone.
+    It costs every large allocation a fresh mapping (about 25% on small images), so it is
+    set once, at the first output of LARGE_OUTPUT_PIXELS or more.
     """
     import ctypes
 
@@ -603,5 +626,8 @@ def _check_output_folder(output: Path, create: bool) -> None:
 def _write_stdout(data: bytes) -> None:
     if sys.stdout is None:
         raise GsasrError("<stdout>: standard output is closed")
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
