@@ -281,19 +281,16 @@ def upscale(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(
-            min=1,
-            help=r"Ray workers, each with the model [default: as many as the cluster fits].",
-            metavar="N",
-        ),
+        typer.Option(min=1, metavar="N", help="Ray workers [default: what the cluster fits]."),
     ] = None,
     gpus_per_worker: Annotated[
         float | None,
         typer.Option(
             min=0,
-            help=r"GPUs per Ray worker, fractions share one [default: 1 if the cluster has GPUs].",
             metavar="F",
-        ),
+            help="GPUs per Ray worker; fractions share one [default: 1 "
+            "if the cluster has GPUs, else 0].",
+        ),  # fmt: skip
     ] = None,
     cpus_per_worker: Annotated[
         float | None,

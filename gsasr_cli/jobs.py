@@ -523,23 +523,19 @@ class Runner:
             data = read_stdin(max_bytes=st.max_input_bytes)
         elif not job.source.is_file():  # a pipe cannot be read twice
             data = read_file(job.source, max_bytes=st.max_input_bytes)
+        limits: dict[str, Any] = {"max_pixels": st.max_input_pixels, "on_warning": warn}
         if data is not None:
-            info = probe_bytes(data, job.name, max_pixels=st.max_input_pixels, on_warning=warn)
+            info = probe_bytes(data, job.name, **limits)
         else:
             assert job.source is not None
-            info = probe_image(
-                job.source,
-                max_pixels=st.max_input_pixels,
-                max_bytes=st.max_input_bytes,
-                on_warning=warn,
-            )
+            info = probe_image(job.source, max_bytes=st.max_input_bytes, **limits)
         out_size, scale = req.sizing.target(
             info.height, info.width, max_pixels=st.max_output_pixels
         )
         r.input_size, r.output_size = [info.width, info.height], [out_size[1], out_size[0]]
+        r.scale = [scale[1], scale[0]]
         if out_size[0] * out_size[1] >= LARGE_OUTPUT_PIXELS:
             return_freed_memory()
-        r.scale = [scale[1], scale[0]]
         target = str(job.output) if job.output is not None else "<stdout>"
         check_output_size(job.ext, *out_size, name=target, channels=info.channels, bits=info.bits)
         if job.output is not None:
@@ -548,15 +544,10 @@ class Runner:
             r.status = Status.DRY_RUN
             return
         if data is not None:
-            image = decode(data, job.name, max_pixels=st.max_input_pixels, on_warning=warn)
+            image = decode(data, job.name, **limits)
         else:
             assert job.source is not None
-            image = read_image(
-                job.source,
-                max_pixels=st.max_input_pixels,
-                max_bytes=st.max_input_bytes,
-                on_warning=warn,
-            )
+            image = read_image(job.source, max_bytes=st.max_input_bytes, **limits)
         from .inference import upscale_image
 
         model = self.load()
