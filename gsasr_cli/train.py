@@ -52,7 +52,8 @@ class TrainConfig:
     encoder_lr: float = 0.0  # 0 keeps the encoder frozen
     min_lr: float = 1e-6  # the cosine schedule's floor
     schedule: str = "constant"  # "cosine" decays over `steps`
-    steps: int = 5000  # the cosine schedule's length
+    steps: int = 5000  # where the cosine schedule ends
+    decay_start: int = 0  # where it starts (a cooldown of a constant-rate run)
     warmup: int = 200  # linear warm-up, at the start and after a resume without Adam state
     ema: float = 0.999
     scale_min: float = 1.0
@@ -66,8 +67,8 @@ class TrainConfig:
     def learning_rate(self, step: int, warm_from: int) -> float:
         """Learning rate of the decoder at `step`, warming up from step `warm_from`."""
         base = self.lr
-        if self.schedule == "cosine":
-            t = min(1.0, step / max(1, self.steps))
+        if self.schedule == "cosine":  # from decay_start to steps (a cooldown when > 0)
+            t = min(1.0, max(0, step - self.decay_start) / max(1, self.steps - self.decay_start))
             base = self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * t))
         return base * min(1.0, (step - warm_from + 1) / max(1, self.warmup))
 
@@ -247,7 +248,9 @@ _HELP = {
     "encoder_lr": "learning rate of the encoder; 0 keeps it frozen",
     "min_lr": "floor of the cosine schedule",
     "schedule": "constant (relay runs) or cosine over --steps",
-    "steps": "length of the cosine schedule, and the default --until",
+    "steps": "where the cosine schedule ends, and the default --until",
+    "decay_start": "where the cosine schedule starts: a cooldown branch of a constant-rate "
+    "run (--schedule cosine --decay-start NOW --steps NOW+N)",
     "warmup": "steps of linear warm-up, at the start and after a resume without Adam state",
     "ema": "decay of the exported weight average",
     "scale_min": "smallest training scale",
@@ -340,7 +343,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ckpt_path = args.out / "checkpoint.safetensors"
     source = ckpt_path if ckpt_path.exists() else args.resume
-    relay = args.relay_file or (args.resume if source == args.resume else None)
+    # The committed relay file is kept up to date by a run that resumes from it; any other
+    # --resume source (a run folder's full checkpoint, say) is only read.
+    relay = args.relay_file or (RELAY_FILE if args.resume == RELAY_FILE else None)
     ckpt = load_checkpoint(source) if source else None
     tc = _train_config(args, ckpt.train if ckpt else None)
     torch.manual_seed(tc.seed)

@@ -227,3 +227,23 @@ def test_a_terminated_run_saves_and_stops_cleanly(tiny_data, tmp_path):
 
     with safe_open(str(out / "checkpoint.safetensors"), "pt") as f:
         assert int(f.metadata()["step"]) >= 3
+
+
+def test_a_cooldown_branch_decays_from_where_it_starts():
+    from gsasr_cli.train import TrainConfig
+
+    tc = TrainConfig(schedule="cosine", decay_start=100, steps=200, lr=2e-4, min_lr=1e-6, warmup=1)
+    lrs = [tc.learning_rate(s, warm_from=0) for s in (200 - 1, 100, 150, 200, 400)]
+    assert lrs[1] == 2e-4 and lrs[2] == pytest.approx((2e-4 + 1e-6) / 2)
+    assert lrs[3] == lrs[4] == pytest.approx(1e-6) and lrs[0] < 2e-6
+    assert TrainConfig().learning_rate(10_000, warm_from=0) == 2e-4  # constant by default
+
+
+def test_resuming_from_a_run_folder_does_not_write_into_it(tiny_data, tmp_path):
+    base = ["--data", str(tiny_data), "--patch", "8", "--batch", "2", "--workers", "0"]
+    main([*base, "--out", str(tmp_path / "main"), "--until", "2"])
+    source = tmp_path / "main" / "checkpoint.safetensors"
+    before = source.read_bytes()
+    main([*base, "--out", str(tmp_path / "branch"), "--resume", str(source), "--until", "3"])
+    assert source.read_bytes() == before  # the branch leaves the main run as it was
+    assert (tmp_path / "branch" / "checkpoint.safetensors").is_file()
