@@ -123,6 +123,9 @@ class Image:
         return self.rgb.shape[0], self.rgb.shape[1]
 
 
+PixelLimit = int | None  # None: no limit
+
+
 def _warner(on_warning: Warn | None) -> Warn:
     if on_warning is not None:
         return on_warning
@@ -166,8 +169,7 @@ def probe_image(
 def probe_bytes(
     data: bytes,
     name: str,
-    *,
-    max_pixels: int | None = MAX_INPUT_PIXELS,
+    max_pixels: PixelLimit = MAX_INPUT_PIXELS,
     on_warning: Warn | None = None,
 ) -> ImageInfo:
     """`probe_image` for bytes already in memory (standard input): headers only."""
@@ -177,8 +179,8 @@ def probe_bytes(
 def read_image(
     path: Path,
     *,
-    max_pixels: int | None = MAX_INPUT_PIXELS,
     max_bytes: int = MAX_INPUT_BYTES,
+    max_pixels: int | None = MAX_INPUT_PIXELS,
     on_warning: Warn | None = None,
 ) -> Image:
     """Read an image file, raising GsasrError with a one-line reason on any failure.
@@ -392,7 +394,7 @@ def encode(
         raise GsasrError(f"{name}: cannot encode as {ext} ({why})")
     if notes:
         warn(f"{name}: {_codec_reason(notes, all_lines=True)}")
-    return embed(buf.tobytes(), cv_ext, image.meta, w, h, name=name, warn=warn)
+    return embed(buf.tobytes(), cv_ext, image.meta, (h, w), name, warn)
 
 
 def quantise(

@@ -82,6 +82,7 @@ _TIFF_TAGS: dict[int, Callable[[Any], bool]] = {
 _LIBTIFF_PREFIX = re.compile(r"^_?TIFF\w*:[\s:]*")
 
 Warn = Callable[[str], None]
+Size = tuple[int, int]  # (height, width)
 
 
 @dataclass(frozen=True)
@@ -273,20 +274,12 @@ def _output_exif(meta: Metadata, width: int, height: int, name: str, warn: Warn)
         return None
 
 
-def embed(
-    encoded: bytes,
-    ext: str,
-    meta: Metadata,
-    width: int,
-    height: int,
-    *,
-    name: str = "output",
-    warn: Warn = lambda _: None,
-) -> bytes:
-    """Splice EXIF and ICC into an encoded PNG or JPEG; other formats are returned as is."""
+def embed(encoded: bytes, ext: str, meta: Metadata, size: Size, name: str, warn: Warn) -> bytes:
+    """Splice EXIF and ICC into an encoded PNG or JPEG of `size` (height, width) pixels;
+    other formats are returned as is. `name` (the output) is used in warnings."""
     if ext not in (".jpg", ".jpeg", ".png") or not has_metadata(meta):
         return encoded
-    exif = _output_exif(meta, width, height, name, warn)
+    exif = _output_exif(meta, size[1], size[0], name, warn)
     if not exif and not meta.icc:
         return encoded
     if ext == ".png":

@@ -239,15 +239,15 @@ def _bwd_kernel(
     rhos_ptr,  # [B, H, W, G]
     opacities_ptr,  # [B, H, W, G]
     colors_ptr,  # [B, H, W, G, C]
-    row_first_ptr,  # [H + 1] int64, as in the forward
-    row_frac_ptr,  # [Ho] fp32
-    col_first_ptr,  # [W + 1] int64
-    col_frac_ptr,  # [Wo] fp32
     grad_out_ptr,  # [B, C, Ho, Wo]
     grad_out_stride_b,
     grad_out_stride_c,
     grad_out_stride_h,
     grad_out_stride_w,
+    row_first_ptr,  # [H + 1] int64, as in the forward
+    row_frac_ptr,  # [Ho] fp32
+    col_first_ptr,  # [W + 1] int64
+    col_frac_ptr,  # [Wo] fp32
     grad_means_ptr,  # the five gradients, shaped and typed as the parameters
     grad_sigmas_ptr,
     grad_rhos_ptr,
@@ -459,8 +459,8 @@ def _bwd_launches(
     def grid(meta):
         return (triton.cdiv(n_gauss, meta["BLOCK_N"]),)
 
-    args: tuple[object, ...] = (*field.tensors(), samples.row_first, samples.row_frac)
-    args += (samples.col_first, samples.col_frac, grad_out, *grad_out.stride())
+    args: tuple[object, ...] = (*field.tensors(), grad_out, *grad_out.stride())
+    args += (samples.row_first, samples.row_frac, samples.col_first, samples.col_frac)
     args += (*grads.tensors(), n_gauss, h, w)
     args += (samples.max_rows, triton.cdiv(samples.max_cols, sx), _size_bucket(n_gauss))
     meta = {"G": g, "C": c, "R": radius, "SX": sx, "BLOCK_C": block_c}
