@@ -6,8 +6,9 @@ Each configuration runs the real `train_step` (forward, L1, backward, Adam) of t
 relay run's model on batches from `PatchSampler`, with the same scales in the same
 order. Configurations are interleaved round by round (the machine is shared and noisy);
 the table gives the median seconds per step over all timed steps, steps/s, and LR and HR
-pixels per second. "data" is where batches are made: inline in the step's process, or
-in a worker process ahead of it (`--workers 1`); "sample s" is the sampler alone.
+pixels per second (HR: the pixels the loss scores). "data" is where batches are made:
+inline in the step's process, or in a worker process ahead of it (`--workers 1`);
+"sample s" is the sampler alone.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ class Case:
 def cases(base: TrainConfig) -> list[Case]:
     small = replace(base, patch=32, batch=8)
     paper = replace(base, patch=48, batch=16)
+    relay = replace(small, batch=16, sample=48)  # the relay run's steps
     return [
         Case("32x8, decoder only, 1 thread, inline data", small, 1, 0),
         Case("32x8, decoder only, 1 thread, worker data", small, 1, 1),
         Case("32x16, decoder only, 1 thread, worker data", replace(small, batch=16), 1, 1),
+        Case("32x16, loss on 48 rows x 48 cols, 1 thread", relay, 1, 1),
+        Case("32x16, loss on 48 rows x 48 cols, 2 threads", relay, 2, 1),
         Case("48x16, decoder only, 1 thread, worker data", paper, 1, 1),
         Case("48x16, decoder only, 2 threads, worker data", paper, 2, 1),
         Case(
@@ -92,7 +96,8 @@ class Runner:
         if timed:
             self.times.append(dt)
             self.lr_px += lr.shape[0] * lr.shape[-2] * lr.shape[-1]
-            self.hr_px += hr.shape[0] * hr.shape[-2] * hr.shape[-1]
+            k = self.case.tc.sample or max(hr.shape[-2:])  # HR pixels the loss scores
+            self.hr_px += hr.shape[0] * min(hr.shape[-2], k) * min(hr.shape[-1], k)
 
 
 def sampler_seconds(images: list[np.ndarray], tc: TrainConfig, n: int = 10) -> float:

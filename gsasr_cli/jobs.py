@@ -209,7 +209,7 @@ def walk(
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """The images of `folder` as a batch run would find them (hidden files left out)."""
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         raise GsasrError(f"{folder}: not a folder")
     paths = list(walk(folder, recursive, _Filter((), ()), False, set()))
     if not paths:
@@ -224,7 +224,7 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
     _check_template(req.name)
     if not inputs:
         raise UsageProblem("no input given")
-    folders = [Path(i) for i in inputs if i != STDIO and Path(i).is_dir()]
+    folders = [Path(i) for i in inputs if i != STDIO and os.path.isdir(i)]
     for item in inputs:
         if item != STDIO and not os.path.lexists(item):
             raise UsageProblem(f"{item}: no such file or folder")
@@ -238,11 +238,11 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
             raise UsageProblem("-o - needs --format (png, jpg, webp, tif or bmp)")
     out = Path(req.output) if req.output not in (None, STDIO) else None
     slash = str(req.output).endswith(("/", os.sep))
-    to_folder = out is not None and (out.is_dir() or slash)
+    to_folder = out is not None and (os.path.isdir(out) or slash)
     if folders and out is None:
         raise UsageProblem("a folder input needs -o DIR for its outputs")
     if batch and out is not None and not to_folder:
-        looks_like_file = out.exists() or out.suffix.lower() in FORMATS
+        looks_like_file = os.path.exists(out) or out.suffix.lower() in FORMATS
         if looks_like_file:
             raise UsageProblem("several inputs or a folder need -o DIR, not a file")
         to_folder = True
@@ -274,7 +274,7 @@ def _sources(
             yield None, None
             continue
         path = Path(item)
-        if path.is_dir():
+        if os.path.isdir(path):
             for f in walk(path, req.recursive, keep, req.follow_symlinks, skip):
                 yield f, path
         else:
@@ -306,7 +306,7 @@ def _job(
         return Job(src, out, ext or output_ext(out), False)
     if out is not None:  # into a folder: mirror the tree below a folder input
         rel = src.relative_to(root).parent if root is not None else Path()
-        name = render_name(req.name or "{stem}{ext}", src, "", out_ext)
+        name = render_name(req.name or "{stem}{ext}", src, req.sizing.suffix(), out_ext)
         return Job(src, out / rel / name, out_ext, batch)
     name = render_name(req.name or "{stem}{suffix}{ext}", src, req.sizing.suffix(), out_ext)
     return Job(src, src.with_name(name), out_ext, batch)
@@ -336,8 +336,8 @@ class _InputTest:
     """Whether a path is one of this run's inputs, without listing them all."""
 
     def __init__(self, inputs: list[str], recursive: bool, keep: _Filter, skip: set[Path]) -> None:
-        self.files = {Path(i).resolve() for i in inputs if i != STDIO and not Path(i).is_dir()}
-        self.folders = [Path(i).resolve() for i in inputs if i != STDIO and Path(i).is_dir()]
+        self.files = {Path(i).resolve() for i in inputs if i != STDIO and not os.path.isdir(i)}
+        self.folders = [Path(i).resolve() for i in inputs if i != STDIO and os.path.isdir(i)]
         self.recursive, self.keep, self.skip = recursive, keep, skip
 
     def __call__(self, path: Path) -> bool:
@@ -379,7 +379,7 @@ def _refuse_losses(job: Job, is_input: _InputTest, planned: _Outputs) -> Job:
         return _with_problem(job, str(exc))
     if job.source is not None and _same_file(job.output, job.source):
         return _with_problem(job, f"{job.output}: is the input itself; refusing to replace it")
-    if is_input(job.output) and job.output.exists():
+    if is_input(job.output) and os.path.exists(job.output):
         return _with_problem(job, f"{job.output}: is an input of this run; refusing to replace it")
     prior = planned.claim(job.output, job.name)
     if prior is not None:
@@ -389,7 +389,7 @@ def _refuse_losses(job: Job, is_input: _InputTest, planned: _Outputs) -> Job:
 
 def _same_file(a: Path, b: Path) -> bool:
     try:
-        return a.exists() and os.path.samefile(a, b)
+        return os.path.exists(a) and os.path.samefile(a, b)
     except OSError:
         return False
 
@@ -472,7 +472,7 @@ class Runner:
         self.device = resolve_device(self.settings.device)
         autocast_dtype(self.settings.options.precision, self.device)
         weights = self.settings.weights
-        if weights is not None and not Path(weights).is_file():
+        if weights is not None and not os.path.isfile(weights):
             raise InvalidRequest(f"{weights}: weights file not found")
 
     def load(self) -> GSASR:
@@ -491,7 +491,7 @@ class Runner:
         an output that exists and is not to be replaced (the first check of a run)."""
         if job.problem is not None:
             return True
-        return job.output is not None and not self.req.overwrite and job.output.exists()
+        return job.output is not None and not self.req.overwrite and os.path.exists(job.output)
 
     def run(self, job: Job) -> Result:
         """One job, start to finish; every problem ends in the Result, never raised."""
@@ -514,14 +514,14 @@ class Runner:
     def _run(self, job: Job, r: Result) -> None:
         req, st = self.req, self.settings
         warn = r.warnings.append
-        if job.output is not None and job.output.exists() and not req.overwrite:
+        if job.output is not None and os.path.exists(job.output) and not req.overwrite:
             self._exists(job)
         # Size and format from the headers: nothing is decoded before the request is known
         # to be possible (dry runs decode nothing at all).
         data = None
         if job.source is None:
             data = read_stdin(max_bytes=st.max_input_bytes)
-        elif not job.source.is_file():  # a pipe cannot be read twice
+        elif not os.path.isfile(job.source):  # a pipe cannot be read twice
             data = read_file(job.source, max_bytes=st.max_input_bytes)
         limits: dict[str, Any] = {"max_pixels": st.max_input_pixels, "on_warning": warn}
         if data is not None:
@@ -606,19 +606,24 @@ def _check_output_folder(output: Path, create: bool) -> None:
         make_folder(folder, str(output))
         return
     probe = folder
-    while not probe.exists() and probe.parent != probe:  # the nearest existing ancestor
+    while not os.path.exists(probe) and probe.parent != probe:  # the nearest existing ancestor
         probe = probe.parent
-    if not probe.is_dir():
+    if not os.path.isdir(probe):
         raise GsasrError(f"{output}: cannot write ({probe} is a file, not a folder)")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise GsasrError(f"{output}: cannot write ({probe} is not writable)")
 
 
 def _write_stdout(data: bytes) -> None:
+    """All of `data` to standard output, or OutputClosed: a reader that goes away mid-image
+    ends a write short (the count it returns), which is not success."""
     if sys.stdout is None:
         raise GsasrError("<stdout>: standard output is closed")
     try:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        sys.stdout.flush()
+        fd = sys.stdout.fileno()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[: 1 << 20]) :]
     except BrokenPipeError:
         raise OutputClosed from None

@@ -35,7 +35,7 @@ from gsasr_kernels import AxisMap, GaussianField, axis_map, rasterize
 from torch import Tensor, nn
 
 COLOR_MODES = ("projected", "residual")
-RENDER_MODES = ("normalized", "additive")
+RENDER_MODES = ("anchored", "normalized", "additive")
 # Neighbour offsets (dy, dx) that span a pixel's local colours, row-major without the centre.
 _NEIGHBORS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
 # Weight of the fallback colour (the mean colour of the pixel's own cell) in a normalized
@@ -212,17 +212,20 @@ class GSASR(nn.Module):
 
     def render(self, field: GaussianField, rows: AxisMap, cols: AxisMap) -> Tensor:
         """Render a field at the output pixels `rows` x `cols` -> [B, 3, Ho, Wo]."""
-        colors = field.colors
-        if self.cfg.render == "normalized":  # one more channel carries the sum of weights
-            colors = torch.cat((colors, torch.ones_like(colors[..., :1])), dim=-1)
+        mode, colors = self.cfg.render, field.colors
+        if mode == "additive":
+            return rasterize(field, rows, cols, self.cfg.radius)
+        # One more channel carries the sum of weights.
+        colors = torch.cat((colors, torch.ones_like(colors[..., :1])), dim=-1)
         out = rasterize(field.with_colors(colors), rows, cols, self.cfg.radius)
-        if self.cfg.render == "additive":
-            return out
-        # Fallback: the mean colour of the pixel's own cell, with a tiny weight.
-        own = field.colors.mean(dim=3)  # [B, H, W, 3]
-        own = own.index_select(1, rows.cell.to(own.device))
-        own = own.index_select(2, cols.cell.to(own.device)).permute(0, 3, 1, 2)
-        return (out[:, :-1] + _NORMALIZE_EPS * own) / (out[:, -1:] + _NORMALIZE_EPS)
+        total, weight = out[:, :-1], out[:, -1:]
+        cell_colors = field.colors.mean(dim=3)  # [B, H, W, 3]
+        if mode == "anchored":  # base + sum w (c - base)
+            return total + (1.0 - weight) * _bilinear(cell_colors, rows, cols)
+        # Normalized, with a fallback: the mean colour of the pixel's own cell, tiny weight.
+        own = cell_colors.index_select(1, rows.cell.to(cell_colors.device))
+        own = own.index_select(2, cols.cell.to(cell_colors.device)).permute(0, 3, 1, 2)
+        return (total + _NORMALIZE_EPS * own) / (weight + _NORMALIZE_EPS)
 
     def forward(
         self, lr: Tensor, out_size: tuple[int, int], scale: tuple[float, float] | None = None
@@ -232,6 +235,31 @@ class GSASR(nn.Module):
         sy, sx = scale or (out_size[0] / h, out_size[1] / w)
         field = self.gaussians(lr, (sy, sx))
         return self.render(field, axis_map(out_size[0], sy, h), axis_map(out_size[1], sx, w))
+
+
+def _bilinear(cells: Tensor, rows: AxisMap, cols: AxisMap) -> Tensor:
+    """Cell colours [B, H, W, C] interpolated bilinearly between cell centres at the output
+    pixels `rows` x `cols` -> [B, C, Ho, Wo]; past the outer centres the edge cell repeats.
+
+    Only the pixel's own cell and its nearest neighbour per axis are read, so a field
+    cropped to the rendered cells plus `radius` >= 1 gives the same pixels (exact tiling).
+    """
+
+    def taps(axis: AxisMap, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        before = axis.frac < 0.5  # the left/upper neighbour's centre is the nearer one
+        i0 = axis.cell - before.to(axis.cell.dtype)
+        t = axis.frac + torch.where(before, 0.5, -0.5)
+        dev = cells.device
+        lo, hi = i0.clamp(0, n - 1).to(dev), (i0 + 1).clamp(0, n - 1).to(dev)
+        return lo, hi, t.to(dev, cells.dtype)
+
+    y0, y1, ty = taps(rows, cells.shape[1])
+    x0, x1, tx = taps(cols, cells.shape[2])
+    top, bottom = cells.index_select(1, y0), cells.index_select(1, y1)
+    ty = ty[None, :, None, None]
+    band = top + (bottom - top) * ty  # [B, Ho, W, C]
+    left, right = band.index_select(2, x0), band.index_select(2, x1)
+    return (left + (right - left) * tx[None, None, :, None]).permute(0, 3, 1, 2)
 
 
 def _colors(lr: Tensor, raw: Tensor, mode: str) -> Tensor:

@@ -22,7 +22,8 @@ def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
 
 
 def _round(x: float) -> int:
-    return max(1, math.floor(x + 0.5))
+    """Nearest whole pixel count >= 1; past `_MAX_SIDE` (or infinite), `_MAX_SIDE + 1`."""
+    return max(1, math.floor(min(x, _MAX_SIDE + 1.0) + 0.5))
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ class Sizing:
         wh = f"{width}x{height} -> {out[1]}x{out[0]}"
         if min(scale) < 1:
             raise InvalidRequest(f"{wh} would shrink the image; gsasr only enlarges")
+        if max(out) > _MAX_SIDE:  # rounded from a side past any limit (--scale 1e308)
+            at = f"x{scale[1]:g}" + (f" by x{scale[0]:g}" if scale[0] != scale[1] else "")
+            raise InvalidRequest(
+                f"{width}x{height} at {at} is over the limit of {max_pixels / 1e6:,.0f} megapixels"
+            )
         if out[0] * out[1] > max_pixels:
             raise InvalidRequest(
                 f"{wh} is {out[0] * out[1] / 1e6:,.0f} megapixels, over the limit of "

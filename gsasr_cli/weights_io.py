@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from importlib import resources
@@ -48,12 +49,11 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k).float() for k in f.keys()}
-        fields = json.loads(metadata["config"])
-        # Files written before colour and rendering modes existed used the legacy pair.
-        fields.setdefault("color", "residual")
-        fields.setdefault("render", "additive")
+        fields = _config_fields(metadata)
         cfg = ModelConfig(**fields)
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, SafetensorError) as exc:
+    except _NotWeights as exc:
+        raise GsasrError(f"{path}: not a gsasr weights file ({exc})") from None
+    except (OSError, ValueError, TypeError, SafetensorError) as exc:
         raise GsasrError(f"{path}: not a gsasr weights file ({exc})") from exc
     model = GSASR(cfg)
     bad = next((k for k, t in tensors.items() if not torch.isfinite(t).all()), None)
@@ -75,6 +75,34 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
             f"unexpected {unexpected[:3]})"
         )
     return model.to(device).eval()
+
+
+class _NotWeights(Exception):
+    """Why a file's metadata is not that of a weights file, in words."""
+
+
+def _config_fields(metadata: dict[str, str]) -> dict:
+    """The ModelConfig fields of a weights file's metadata."""
+    fmt = metadata.get("format", "gsasr-1")
+    if fmt == "gsasr-checkpoint-1":
+        raise _NotWeights("a training checkpoint; its run folder has ema.safetensors")
+    if fmt != "gsasr-1":
+        raise _NotWeights(f"format {fmt[:40]!r}")
+    if "config" not in metadata:
+        raise _NotWeights("no config in its metadata")
+    try:
+        fields = json.loads(metadata["config"])
+    except ValueError:
+        raise _NotWeights("its config is not JSON") from None
+    if not isinstance(fields, dict):
+        raise _NotWeights("its config is not a JSON object")
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(ModelConfig)})
+    if unknown:
+        raise _NotWeights(f"unknown config field {unknown[0][:40]!r}")
+    # Files written before colour and rendering modes existed used the legacy pair.
+    fields.setdefault("color", "residual")
+    fields.setdefault("render", "additive")
+    return fields
 
 
 def sha256(path: Path) -> str:

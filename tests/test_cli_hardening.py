@@ -123,7 +123,10 @@ def test_14_closed_and_broken_standard_streams(tmp_path):
     assert closed_in.returncode == 1 and b"standard input is closed" in closed_in.stderr
     closed_out = gsasr("upscale", str(src), "-s", "2", "-o", "-", "--format", "png",
                        preexec_fn=lambda: os.close(1))  # fmt: skip
-    assert closed_out.returncode == 1 and b"standard output is closed" in closed_out.stderr
+    assert (
+        closed_out.returncode == 2
+        and b"needs standard output, which is closed" in closed_out.stderr
+    )
     with open("/dev/full", "wb") as full:
         res = subprocess.run(
             ["gsasr", "upscale", str(src), "-s", "2", "-o", str(tmp_path / "f.png"), "--json"],
@@ -414,3 +417,128 @@ def test_27_symlinked_folders_are_followed_only_when_asked(run_cli, tmp_path):
     code, _, err = run_cli(args)
     assert code == 0, err
     assert (out / "link" / "x.png").is_file()
+
+
+# ------------------------------------------------------------ found by a later audit
+
+
+def test_11_over_long_path_parts_are_one_line_and_the_batch_goes_on(run_cli, tmp_path):
+    good = write(tmp_path / "good.png")
+    long_name = "q" * 300
+    code, _, err = run_cli(["upscale", str(tmp_path / f"{long_name}.png"), str(good), "-s", "2",
+                            "-o", str(tmp_path / "out") + "/"])  # fmt: skip
+    assert code == 2 and "no such file or folder" in err and "standard output" not in err
+    code, _, err = run_cli(
+        ["upscale", str(good), "-s", "2", "-o", str(tmp_path / f"{long_name}.png")]
+    )
+    assert code == 1 and "name too long" in err and len(err.strip().splitlines()) == 1
+    other = write(tmp_path / "other.png", seed=2)
+    args = ["upscale", str(good), str(other), "-s", "2", "-o", str(tmp_path / long_name) + "/"]
+    code, _, err = run_cli(args)
+    assert code == 1 and err.count("name too long") == 2 and "Traceback" not in err
+
+
+def test_14_results_to_a_closed_stdout_are_refused_up_front(tmp_path):
+    src = write(tmp_path / "a.png")
+    res = gsasr("upscale", str(src), "-s", "2", "--json", preexec_fn=lambda: os.close(1))
+    assert res.returncode == 2 and b"--json needs standard output" in res.stderr
+    assert b"Traceback" not in res.stderr and not (tmp_path / "a_x2.png").exists()
+
+
+def test_14_a_reader_that_leaves_mid_image_is_a_broken_pipe(tmp_path):
+    """A write cut short is not success: `| head -c 10` on a 3 MB BMP exits 141."""
+    src = tmp_path / "big.png"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(src), rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    cmd = f"gsasr upscale {src} -s 4 -o - --format bmp --threads 1 | head -c 10 > /dev/null"
+    res = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    assert res.returncode == 141 and "wrote" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("args", [["info"], ["--version"], ["upscale", "--help"]])
+def test_14_printing_commands_into_a_closed_pipe_exit_141(args):
+    res = subprocess.run(["bash", "-o", "pipefail", "-c", "gsasr " + " ".join(args) + " | true"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode in (0, 141) and res.stderr == ""
+    assert res.returncode == 141 or args == ["--version"]  # a short line may beat `true`
+
+
+@pytest.mark.parametrize("scale", ["1e308", "1e300"])
+def test_9_astronomic_scales_are_usage_errors(run_cli, tmp_path, scale):
+    src = write(tmp_path / "a.png")
+    for extra in ([], ["--dry-run"]):
+        code, _, err = run_cli(["upscale", str(src), "--scale", scale, *extra])
+        assert code == 2 and "over the limit" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--threads", "99999"], "--threads"),
+        (["--precision", "fp16", "--device", "cpu"], "needs a CUDA device"),
+        (["--weights", "/nonexistent.safetensors"], "weights file not found"),
+    ],
+)
+def test_18_more_usage_errors_fail_without_torch(tmp_path, args, message):
+    src = write(tmp_path / "a.png")
+    code = (
+        "import sys; from gsasr_cli.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    print('torch' in sys.modules, e.code)"
+    )
+    res = subprocess.run([sys.executable, "-c", code, "upscale", str(src), "-s", "2", *args],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert res.stdout.split() == ["False", "2"] and message in res.stderr
+
+
+def test_18_device_names_are_shown_as_typed(run_cli, tmp_path):
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "--device", "cuda:x"])
+    assert code == 2 and "--device cuda:x:" in err  # no emoji made of ":x:"
+
+
+def test_19_control_characters_in_names_are_escaped(run_cli, tmp_path):
+    esc, newline = write(tmp_path / "esc\x1b[31mred.png"), write(tmp_path / "new\nline.png")
+    code, out, err = run_cli(["upscale", str(esc), str(newline), "-s", "2", "--dry-run"])
+    assert code == 0 and "\x1b" not in err + out and "esc\\x1b[31mred" in out
+    assert "new\\nline" in out and len(out.strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "meta,message",
+    [
+        ({}, "no config in its metadata"),
+        ({"config": "[1, 2]"}, "its config is not a JSON object"),
+        ({"config": "{bad"}, "its config is not JSON"),
+        ({"format": "other"}, "format 'other'"),
+        ({"format": "gsasr-checkpoint-1"}, "a training checkpoint"),
+        ({"extra_field": 1}, "unknown config field 'extra_field'"),
+    ],
+)
+def test_13_weights_metadata_problems_are_said_in_words(run_cli, tmp_path, meta, message):
+    from safetensors import safe_open
+
+    from gsasr_cli.weights_io import default_weights_path
+
+    src = default_weights_path()
+    with safe_open(str(src), framework="pt") as f:
+        metadata = dict(f.metadata())
+    if meta == {}:
+        metadata.pop("config")
+    elif "extra_field" in meta:
+        metadata["config"] = json.dumps({**json.loads(metadata["config"]), **meta})
+    else:
+        metadata.update(meta)
+    bad = tmp_path / "w.safetensors"
+    save_file(load_file(str(src)), str(bad), metadata=metadata)
+    img = write(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(img), "-s", "2", "--weights", str(bad)])
+    assert code == 1 and f"not a gsasr weights file ({message}" in err
+
+
+def test_27_the_suffix_field_is_filled_in_folder_outputs(run_cli, tmp_path):
+    src = write(tmp_path / "b.png")
+    args = ["upscale", str(src), "-s", "2", "--name", "{stem}{suffix}_z{ext}"]
+    code, _, err = run_cli([*args, "-o", str(tmp_path / "outd") + "/"])
+    assert code == 0, err
+    assert (tmp_path / "outd" / "b_x2_z.png").is_file()

@@ -23,21 +23,22 @@ from gsasr_cli.model import GSASR, ModelConfig
 from gsasr_cli.weights_io import load_model
 
 
-def random_model() -> GSASR:
+def random_model(render: str) -> GSASR:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(5)
-        model = GSASR(ModelConfig(n_feats=16, n_resblocks=2, decoder_blocks=1)).eval()
+        cfg = ModelConfig(n_feats=16, n_resblocks=2, decoder_blocks=1, render=render)
+        model = GSASR(cfg).eval()
         with torch.no_grad():
             model.decoder.head.weight.normal_(0.0, 0.5)
             model.decoder.head.bias.normal_(0.0, 0.5)
     return model
 
 
-RANDOM = random_model()
+RANDOM = {render: random_model(render) for render in ("anchored", "normalized")}
 SHIPPED = load_model()
 TRAINED = pytest.mark.skipif(
-    SHIPPED.cfg.render != "normalized" or SHIPPED.cfg.color != "projected",
-    reason="the shipped weights predate neighbour colours and normalised rendering",
+    SHIPPED.cfg.render == "additive" or SHIPPED.cfg.color != "projected",
+    reason="the shipped weights predate neighbour colours and anchored rendering",
 )
 
 
@@ -54,12 +55,13 @@ COLOURS = [(200, 100, 50), (0, 0, 0), (255, 255, 255), (12, 250, 130), (0, 0, 25
 SIZES = [(1, 1), (1, 6), (5, 1), (3, 2), (20, 30)]
 
 
+@pytest.mark.parametrize("mode", RANDOM)
 @pytest.mark.parametrize("colour", COLOURS)
 @pytest.mark.parametrize("h,w", SIZES)
 @pytest.mark.parametrize("scale", [2.0, 3.7, 4.0])
-def test_flat_images_stay_flat_for_any_weights(colour, h, w, scale):
+def test_flat_images_stay_flat_for_any_weights(mode, colour, h, w, scale):
     rgb = np.broadcast_to(np.array(colour, np.float32) / 255.0, (h, w, 3)).copy()
-    out = render(RANDOM, rgb, scale)
+    out = render(RANDOM[mode], rgb, scale)
     assert np.abs(out - rgb[0, 0]).max() * 255 < 1e-3  # float rounding, far below a level
 
 
@@ -95,11 +97,12 @@ def segment_distance(out: np.ndarray, a, b) -> np.ndarray:
 PAIRS = [((0, 0, 255), (255, 255, 255)), ((255, 0, 0), (0, 0, 0)), ((40, 90, 200), (230, 200, 20))]
 
 
+@pytest.mark.parametrize("mode", RANDOM)
 @pytest.mark.parametrize("fg,bg", PAIRS)
 @pytest.mark.parametrize("scale", [2.0, 4.0])
-def test_two_colours_stay_on_their_line_for_any_weights(fg, bg, scale):
+def test_two_colours_stay_on_their_line_for_any_weights(mode, fg, bg, scale):
     rgb = line_art(24, 30, fg, bg)
-    out = render(RANDOM, rgb, scale)
+    out = render(RANDOM[mode], rgb, scale)
     assert np.abs(out).max() > 0  # sanity: it rendered
     assert line_distance(out, fg, bg).max() < 0.01
 
