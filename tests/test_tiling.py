@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -28,11 +29,11 @@ CPU = torch.device("cpu")
 OOM_MESSAGE = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1234 bytes."
 
 
-def make_small_model() -> GSASR:
+def make_small_model(render: str = SMALL.render) -> GSASR:
     """A seeded random model whose Gaussians vary strongly from cell to cell."""
     with torch.random.fork_rng(devices=[]):  # leave the global generator as it was
         torch.manual_seed(0)
-        model = GSASR(SMALL).eval()
+        model = GSASR(replace(SMALL, render=render)).eval()
         with torch.no_grad():  # the head starts near zero, which would render a flat field
             model.decoder.head.weight.normal_(0.0, 0.3)
     return model
@@ -137,6 +138,18 @@ def test_tiled_equals_untiled(h, w, tile, scale):
     assert res.tiles == math.ceil(h / tile) * math.ceil(w / tile) > 1
     assert res.tile == tile and res.oom_retries == 0
     assert_same_image(res.image, untiled(h, w, (scale, scale)))
+
+
+@pytest.mark.parametrize("render", ["anchored", "additive"])
+@pytest.mark.parametrize("scale", [(2.0, 2.0), (3.7, 2.5)])
+def test_tiled_equals_untiled_in_every_render_mode(render, scale):
+    """The anchored base reads the neighbouring cells' colours: tile borders included."""
+    model = make_small_model(render)
+    h, w = 90, 110
+    size = math.floor(h * scale[0] + 0.5), math.floor(w * scale[1] + 0.5)
+    res = upscale_tiled(model, image(h, w, seed=1), size, scale, CPU, 37)
+    assert res.tiles == 9
+    assert_same_image(res.image, whole_image(model, image(h, w, seed=1), size, scale))
 
 
 def test_tiled_equals_untiled_with_per_axis_scales():
