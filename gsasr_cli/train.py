@@ -32,7 +32,7 @@ import torch
 from gsasr_kernels import axis_map
 
 from .checkpoint import Checkpoint, load_checkpoint, load_into, model_state, save_checkpoint
-from .errors import GsasrError
+from .errors import GsasrError, UsageProblem
 from .grow import grow
 from .model import COLOR_MODES, GSASR, RENDER_MODES, ModelConfig
 from .resize import imresize
@@ -61,6 +61,7 @@ class TrainConfig:
     anisotropic: float = 0.25  # share of batches with an independent x scale
     seed: int = 0
     sample: int = 0  # HR rows and columns per patch the loss sees (0: all of them)
+    mix: str = ""  # "source=share,...": fixed shares of the samples for named sources
     bf16: bool = False  # autocast the network to bfloat16 (CPUs with AVX512-BF16 or AMX)
     channels_last: bool = False
 
@@ -75,6 +76,11 @@ class TrainConfig:
 
 def load_images(folder: Path) -> list[np.ndarray]:
     """All images of `folder` (as a batch run lists and reads them) as RGB uint8 arrays."""
+    return [image for _, image in load_named_images(folder)]
+
+
+def load_named_images(folder: Path) -> list[tuple[str, np.ndarray]]:
+    """(file name, RGB uint8 array) of every image of `folder`."""
     from .imageio import read_image
     from .jobs import list_images
 
@@ -82,7 +88,48 @@ def load_images(folder: Path) -> list[np.ndarray]:
         paths = list_images(folder)
     except GsasrError as exc:
         raise GsasrError(f"{exc} (build it with scripts/build_dataset.py)") from exc
-    return [np.rint(read_image(p).rgb * 255.0).astype(np.uint8) for p in paths]
+    return [(p.name, np.rint(read_image(p).rgb * 255.0).astype(np.uint8)) for p in paths]
+
+
+def source_of(name: str) -> str:
+    """The source of a dataset file: its name up to "__" (`scripts/build_dataset.py` names
+    files `<package>__<stem>`; generated graphics are `graphics__...`)."""
+    return name.split("__", 1)[0]
+
+
+def parse_mix(spec: str) -> dict[str, float]:
+    """`"graphics=0.1,endless-sky-data=0.05"` -> {source: share}; ValueError if malformed."""
+    mix: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        source, sep, value = item.partition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = math.nan
+        if not sep or not source.strip() or not 0 <= share <= 1:
+            raise ValueError(f"mix: {item!r} is not source=share with a share in [0, 1]")
+        mix[source.strip()] = share
+    if sum(mix.values()) > 1 + 1e-9:
+        raise ValueError(f"mix: the shares add up to {sum(mix.values()):g}, more than 1")
+    return mix
+
+
+def sampling_weights(names: list[str], areas: list[float], mix: dict[str, float]) -> list[float]:
+    """Each image's probability of being drawn: by area within its group, the sources named
+    in `mix` taking their shares of all draws and the other sources the rest."""
+    sources = [source_of(n) for n in names]
+    missing = sorted(set(mix) - set(sources))
+    if missing:
+        raise GsasrError(f"mix: no images from {', '.join(missing)}")
+    rest = 1.0 - sum(mix.values())
+    total: dict[str | None, float] = {}
+    for source, area in zip(sources, areas, strict=True):
+        key = source if source in mix else None
+        total[key] = total.get(key, 0.0) + area
+    return [
+        area * (mix[s] if s in mix else rest) / total[s if s in mix else None]
+        for s, area in zip(sources, areas, strict=True)
+    ]
 
 
 class PatchSampler:
@@ -96,13 +143,16 @@ class PatchSampler:
         scale_range: tuple[float, float],
         anisotropic: float,
         seed: int,
+        weights: list[float] | None = None,
     ) -> None:
         self.images = images
         self.patch, self.batch = patch, batch
         self.scale_range, self.anisotropic = scale_range, anisotropic
         self.rng = random.Random(seed)
-        areas = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
-        self.weights = (areas / areas.sum()).tolist()
+        if weights is None:  # by area: every pixel equally likely
+            areas = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
+            weights = (areas / areas.sum()).tolist()
+        self.weights = weights
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
         rng, p = self.rng, self.patch
@@ -259,6 +309,8 @@ _HELP = {
     "seed": "seed of the data order and of new weights",
     "sample": "render and score only this many random HR rows and columns per patch "
     "(a random grid; 0: the whole HR patch)",
+    "mix": "fixed shares of the samples for sources named by their file-name prefix, "
+    "e.g. graphics=0.1,endless-sky-data=0.05; other sources share the rest by area",
     "bf16": "run the network under bfloat16 autocast (CPUs with AVX512-BF16 or AMX)",
     "channels_last": "channels-last memory format for the convolutions",
 }
@@ -332,7 +384,12 @@ def _train_config(args: argparse.Namespace, stored: dict[str, object] | None) ->
     }
     if args.train_encoder and "encoder_lr" not in given:
         given["encoder_lr"] = (given.get("lr") or base.lr) / 10
-    return replace(base, **given)
+    tc = replace(base, **given)
+    try:
+        parse_mix(tc.mix)
+    except ValueError as exc:
+        raise UsageProblem(f"--{exc}") from None
+    return tc
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
@@ -380,13 +437,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             save_checkpoint(state, relay, with_adam=False)
         save_weights(ema, args.out / "ema.safetensors", extra={"steps": str(step)})
 
+    named = load_named_images(args.data)
+    weights = sampling_weights(
+        [n for n, _ in named], [im.shape[0] * im.shape[1] for _, im in named], parse_mix(tc.mix)
+    )
     sampler = PatchSampler(
-        load_images(args.data),
+        [im for _, im in named],
         tc.patch,
         tc.batch,
         (tc.scale_min, tc.scale_max),
         tc.anisotropic,
         tc.seed + start,
+        weights,
     )
     stream = batches(sampler, args.workers)
     until = args.until or tc.steps

@@ -247,3 +247,40 @@ def test_resuming_from_a_run_folder_does_not_write_into_it(tiny_data, tmp_path):
     main([*base, "--out", str(tmp_path / "branch"), "--resume", str(source), "--until", "3"])
     assert source.read_bytes() == before  # the branch leaves the main run as it was
     assert (tmp_path / "branch" / "checkpoint.safetensors").is_file()
+
+
+def test_a_mix_gives_named_sources_their_shares_of_the_draws():
+    from gsasr_cli.train import parse_mix, sampling_weights
+
+    names = ["graphics__a.png", "graphics__b.png", "kde__x.jpg", "kde__y.jpg", "mate__z.png"]
+    areas = [1.0, 3.0, 10.0, 30.0, 60.0]
+    w = sampling_weights(names, areas, parse_mix("graphics=0.2, kde=0.5"))
+    assert w == pytest.approx([0.05, 0.15, 0.125, 0.375, 0.3], abs=1e-12)
+    assert sampling_weights(names, areas, {}) == pytest.approx([a / 104 for a in areas])
+    w = sampling_weights(names, areas, parse_mix("graphics=1"))  # the rest gets nothing
+    assert w == pytest.approx([0.25, 0.75, 0, 0, 0])
+    with pytest.raises(GsasrError, match="no images from nope"):
+        sampling_weights(names, areas, {"nope": 0.1})
+    for bad in ["graphics", "graphics=x", "graphics=1.5", "=0.1", "a=0.6,b=0.6"]:
+        with pytest.raises(ValueError, match="mix"):
+            parse_mix(bad)
+
+
+def test_a_mix_draws_its_shares(tmp_path):
+    """Drawn patches follow the mix: a flat-black source at 0.3, a flat-white one at 0.7."""
+    images = [np.zeros((64, 64, 3), np.uint8), np.full((200, 200, 3), 255, np.uint8)]
+    from gsasr_cli.train import sampling_weights
+
+    weights = sampling_weights(["dark__a.png", "light__b.png"], [64 * 64, 200 * 200],
+                               {"dark": 0.3})  # fmt: skip
+    sampler = PatchSampler(images, 8, 50, (2.0, 2.0), 0.0, 3, weights)
+    dark = sum(int((hr.mean((1, 2, 3)) < 0.5).sum()) for _, hr, _ in (sampler() for _ in range(40)))
+    # 2000 draws at p = 0.3: mean 600, standard deviation 20.5; 5 sigma either side
+    assert 600 - 103 < dark < 600 + 103
+
+
+def test_a_bad_mix_is_a_usage_error(tmp_path):
+    from gsasr_cli.errors import UsageProblem
+
+    with pytest.raises(UsageProblem, match="--mix"):
+        main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--mix", "a=2"])
