@@ -17,10 +17,13 @@ Two choices make the output keep the colours of its input (`ModelConfig.color` a
   through them; elsewhere (photographs, whose neighbourhoods span colour space) the
   residual passes almost unchanged. (Legacy "residual": the free residual, which can
   invent any colour.)
-- render "normalized": each output pixel is the weighted mean of the Gaussians that
-  reach it, sum(w c) / sum(w), so flat regions stay flat up to the image border and a
-  1x1 image keeps its colour. (Legacy "additive": the plain sum of GSASR's paper, which
-  is darker wherever the weights sum below 1, as at the border.)
+- render "anchored": the Gaussians splat their colours' differences from a base, the
+  bilinear interpolation of the cells' mean colours: sum(w c) + (1 - sum(w)) base. Where
+  the weights sum to 1 it is the plain sum of GSASR's paper; where they do not (the
+  border, a 1x1 image) the base fills in, so flat regions stay flat everywhere, and the
+  weights keep the sum's freedom to shape detail. ("normalized": the weighted mean
+  sum(w c) / sum(w), which has the same guarantees but loses that freedom. Legacy
+  "additive": the plain sum, darker wherever the weights sum below 1, as at the border.)
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class ModelConfig:
     sigma_min: float = 0.08
     sigma_max: float = 0.75
     color: str = "projected"  # one of COLOR_MODES
-    render: str = "normalized"  # one of RENDER_MODES
+    render: str = "anchored"  # one of RENDER_MODES
 
     def __post_init__(self) -> None:
         # Bounds that keep a model buildable in memory and renderable by the kernels.

@@ -269,7 +269,7 @@ def build_model(args: argparse.Namespace) -> GSASR:
         grid=args.grid or 2,
         decoder_blocks=args.decoder_blocks or 2,
         color=args.color or "projected",
-        render=args.render or "normalized",
+        render=args.render or "anchored",
     )
     model = GSASR(cfg)
     if args.liif_encoder:
@@ -338,7 +338,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
         "added in front as the identity",
     )
     start.add_argument("--color", choices=COLOR_MODES, help="[default: projected, or as --init]")
-    start.add_argument("--render", choices=RENDER_MODES, help="[default: normalized, or as --init]")
+    start.add_argument("--render", choices=RENDER_MODES, help="[default: anchored, or as --init]")
     ap.add_argument(
         "--resume",
         type=Path,
