@@ -144,8 +144,11 @@ def _sizing(
         raise UsageProblem(f"{given[0]}: {exc}") from exc
 
 
-def _check_environment(device: str) -> None:
-    """Usage errors that need no torch: a device name, GSASR_RASTERIZER's value."""
+def _check_environment(device: str, weights: Path | None = None) -> None:
+    """Usage errors that need no torch: a device name, GSASR_RASTERIZER's value, a
+    weights file that is not there."""
+    if weights is not None and not os.path.isfile(weights):
+        raise UsageProblem(f"{weights}: weights file not found")
     if not _DEVICE.match(device):
         raise UsageProblem(f"--device {device}: use auto, cpu, cuda or cuda:N")
     mode = os.environ.get("GSASR_RASTERIZER", "auto").strip().lower() or "auto"
@@ -359,11 +362,9 @@ def upscale(
         )
     if tile != "auto" and not (tile.isdigit() and (int(tile) == 0 or int(tile) >= 16)):
         raise UsageProblem(f"--tile must be auto, 0 (untiled) or a side of at least 16, got {tile}")
-    _check_environment(device)
+    _check_environment(device, weights)
     if precision is not Precision.FP32 and device == "cpu":
         raise UsageProblem(f"{precision.value} inference needs a CUDA device; on cpu use fp32")
-    if weights is not None and not os.path.isfile(weights):
-        raise UsageProblem(f"{weights}: weights file not found")
     if inputs == ["-"] and _isatty(sys.stdin):
         raise UsageProblem("refusing to read image data from a terminal; pipe or redirect it")
     if output == "-" and _isatty(sys.stdout):
@@ -630,9 +631,7 @@ def eval_(
     scale_list = _parse_scales(scales)
     if not os.path.isdir(folder):
         raise UsageProblem(f"{folder}: not a folder")
-    _check_environment(device)
-    if weights is not None and not os.path.isfile(weights):
-        raise UsageProblem(f"{weights}: weights file not found")
+    _check_environment(device, weights)
     for name, path in (("--json", json_path), ("--plot", plot)):
         if path is not None and not os.path.isdir(path.parent):
             raise UsageProblem(f"{name} {path}: folder {path.parent} does not exist")
