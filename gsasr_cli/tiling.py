@@ -224,6 +224,8 @@ def render_region(run: _Pass, tile: Tile) -> np.ndarray:  # [o1 - o0, p1 - p0, 3
         if run.dtype is not None
         else contextlib.nullcontext()
     )
+    # Computed untransformed (it is symmetric), once, from the widest window: exact.
+    guard = model.guard(lr)[..., ny0 - cy0 : ny1 - cy0, nx0 - cx0 : nx1 - cx0]
     total = None
     for k, t in enumerate(run.transforms, 1):
         with amp:
@@ -234,7 +236,7 @@ def render_region(run: _Pass, tile: Tile) -> np.ndarray:  # [o1 - o0, p1 - p0, 3
         del feat
         # float32 to render: autocast may leave fp16/bf16.
         field = t.inverse_field(field).crop(ny0 - dy0, ny1 - dy0, nx0 - dx0, nx1 - dx0).float()
-        out = model.render(field, rows, cols)
+        out = model.render(field, rows, cols, guard)
         total = out if total is None else total + out
         if run.on_pass is not None:
             run.on_pass(k)

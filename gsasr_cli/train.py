@@ -233,7 +233,7 @@ def train_step(
         ri, ci = (_subset(n, tc.sample) for n in hr.shape[-2:])
         rows, cols = rows.take(ri), cols.take(ci)
         hr = hr.index_select(2, ri.to(hr.device)).index_select(3, ci.to(hr.device))
-    out = model.render(field.float(), rows, cols)
+    out = model.render(field.float(), rows, cols, model.guard(lr_img))
     return (out - hr).abs().mean()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from gsasr_kernels import GaussianField
@@ -32,6 +33,21 @@ def random_gaussians(
     return GaussianField(
         *(t.to(device=device, dtype=dtype) for t in (means, sigmas, rhos, opacities, colors))
     )
+
+
+def graphics_and_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """[h, w, 3] float32: noise (a photograph to the palette clamp) with a band of 4-colour
+    pixel art in blocks of 1-3 pixels across the middle, so that tiles cut through both
+    and through their boundaries."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.random((h, w, 3), dtype=np.float32)
+    palette = rng.random((4, 3), dtype=np.float32)
+    n = max(h, w)
+    ys = np.repeat(np.arange(n), rng.integers(1, 4, n))[:h]  # block of each row
+    xs = np.repeat(np.arange(n), rng.integers(1, 4, n))[:w]  # and of each column
+    art = palette[rng.integers(0, 4, (n, n))[ys][:, xs]]
+    rgb[h // 4 : 3 * h // 4] = art[h // 4 : 3 * h // 4]
+    return rgb
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
 """Graphics: flat colours stay flat to the border, line art gains no colours.
 
 Two kinds of checks. The architecture's guarantees hold for any weights, so they are
-tested on a model with large random weights: a flat image of any colour and size comes
+tested on models with large random weights: a flat image of any colour and size comes
 out that colour everywhere (normalised rendering of colours that are the LR colour plus
-combinations of zero differences), and an image of two colours comes out on the line
+combinations of zero differences); an image of two colours comes out on the line
 through them (every Gaussian's colour is an affine combination of neighbouring LR
-colours, shared by the channels). The trained model's behaviour on line art, text and
-pixel art is compared with bicubic's.
+colours, shared by the channels); and in graphics (neighbourhoods of at most
+PALETTE_COLOURS colours) every output pixel stays within the range of the four LR pixels
+around it (`GSASR.guard`). The shipped model's behaviour on line art, text and pixel art
+is compared with bicubic's.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
+from gsasr_cli import model as model_module
 from gsasr_cli.api import upscale
 from gsasr_cli.evaluate import bicubic_method
-from gsasr_cli.model import GSASR, ModelConfig
+from gsasr_cli.model import GSASR, PALETTE_COLOURS, ModelConfig
 from gsasr_cli.weights_io import load_model
 
 
@@ -36,9 +39,10 @@ def random_model(render: str) -> GSASR:
 
 RANDOM = {render: random_model(render) for render in ("anchored", "normalized")}
 SHIPPED = load_model()
-TRAINED = pytest.mark.skipif(
-    SHIPPED.cfg.render == "additive" or SHIPPED.cfg.color != "projected",
-    reason="the shipped weights predate neighbour colours and anchored rendering",
+PROJECTED = pytest.mark.skipif(
+    SHIPPED.cfg.color != "projected",
+    reason="the shipped weights predate neighbour colours: anti-aliased text has more "
+    "than PALETTE_COLOURS colours per neighbourhood, and only the projection keeps it",
 )
 
 
@@ -49,6 +53,15 @@ def render(model: GSASR, rgb: np.ndarray, scale: float) -> np.ndarray:
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     with torch.no_grad():
         return model(x, size, (scale, scale))[0].permute(1, 2, 0).numpy()
+
+
+PIXEL_PALETTE = np.array([(20, 20, 30), (240, 200, 40), (200, 40, 40), (250, 250, 250)], np.uint8)
+
+
+def sprite(seed: int, cells: int = 12, block: int = 2) -> np.ndarray:
+    """Random pixel art: `cells` x `cells` blocks of `block` pixels from PIXEL_PALETTE."""
+    idx = np.random.default_rng(seed).integers(0, len(PIXEL_PALETTE), (cells, cells))
+    return PIXEL_PALETTE[idx.repeat(block, 0).repeat(block, 1)]
 
 
 COLOURS = [(200, 100, 50), (0, 0, 0), (255, 255, 255), (12, 250, 130), (0, 0, 255)]
@@ -122,7 +135,6 @@ def off_blend_counts(rgb: np.ndarray, fg, bg, scale: float, model: GSASR) -> tup
     )
 
 
-@TRAINED
 @pytest.mark.parametrize("fg,bg", PAIRS[:2])
 @pytest.mark.parametrize("scale", [2.0, 4.0])
 def test_trained_line_art_gains_no_colours(fg, bg, scale):
@@ -130,7 +142,7 @@ def test_trained_line_art_gains_no_colours(fg, bg, scale):
     assert ours <= bicubic
 
 
-@TRAINED
+@PROJECTED
 @pytest.mark.parametrize("scale", [2.0, 3.0, 4.0])
 def test_trained_text_gains_no_colours(scale):
     im = PILImage.new("RGB", (90, 40), (255, 255, 255))
@@ -140,7 +152,6 @@ def test_trained_text_gains_no_colours(scale):
     assert ours <= bicubic
 
 
-@TRAINED
 @pytest.mark.parametrize("colour", COLOURS)
 @pytest.mark.parametrize("h,w", SIZES)
 def test_trained_flat_images_stay_flat(colour, h, w):
@@ -149,13 +160,12 @@ def test_trained_flat_images_stay_flat(colour, h, w):
     assert np.abs(out.astype(int) - np.array(colour)).max() <= 2
 
 
-@TRAINED
-def test_trained_pixel_art_gains_no_colours():
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_trained_pixel_art_gains_no_colours(seed):
     """A 4-colour sprite at x4: pixels far from every blend of two neighbouring colours
     are no more common than with bicubic."""
-    palette = np.array([(20, 20, 30), (240, 200, 40), (200, 40, 40), (250, 250, 250)], np.uint8)
-    idx = np.random.default_rng(7).integers(0, 4, (12, 12)).repeat(2, 0).repeat(2, 1)
-    rgb = palette[idx]
+    palette = PIXEL_PALETTE
+    rgb = sprite(seed)
     out = upscale(rgb, scale=4.0, model=SHIPPED).astype(np.float64)
     bic = np.rint(np.clip(bicubic_method()(rgb / 255.0, (96, 96)), 0, 1) * 255)
 
@@ -171,3 +181,72 @@ def test_trained_pixel_art_gains_no_colours():
         return int((best > 48).sum())
 
     assert far(out) <= far(bic)
+
+
+# ------------------------------------------------------------ the palette clamp (guard)
+
+
+def support_range(rgb: np.ndarray, size: tuple[int, int], scale: float):
+    """Per output pixel, the per-channel min and max of the four LR pixels whose centres
+    surround its centre (the edge pixel repeated past the outer centres): [Ho, Wo, 3]."""
+    h, w = rgb.shape[:2]
+
+    def taps(n_out: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        u = np.floor((np.arange(n_out) + 0.5) / scale - 0.5).astype(int)
+        return np.clip(u, 0, n - 1), np.clip(u + 1, 0, n - 1)
+
+    (y0, y1), (x0, x1) = taps(size[0], h), taps(size[1], w)
+    four = np.stack([rgb[y][:, x] for y in (y0, y1) for x in (x0, x1)])
+    return four.min(0), four.max(0)
+
+
+@pytest.mark.parametrize("mode", ["anchored", "normalized", "additive"])
+@pytest.mark.parametrize("scale", [2.0, 3.0, 4.0])
+def test_pixel_art_stays_within_its_neighbours_for_any_weights(mode, scale, monkeypatch):
+    model = RANDOM.get(mode) or random_model(mode)
+    rgb = sprite(3).astype(np.float32) / 255.0
+    out = render(model, rgb, scale)
+    lo, hi = support_range(rgb, out.shape[:2], scale)
+    assert (out >= lo).all() and (out <= hi).all()
+    # Without the clamp these weights leave the range: the check has teeth.
+    monkeypatch.setattr(model_module, "PALETTE_COLOURS", 0)
+    free = render(model, rgb, scale)
+    assert np.maximum(lo - free, free - hi).max() > 0.05
+
+
+def test_the_clamp_holds_exactly_where_neighbourhoods_have_few_colours():
+    """A pixel's guard is finite iff its 3x3 neighbourhood has <= PALETTE_COLOURS distinct
+    colours (all three channels equal); on an edge <= 3 of 6, in a corner <= 2 of 4."""
+    colours = np.random.default_rng(0).random((9, 3)).astype(np.float32)
+
+    def guard_at(rgb: np.ndarray, y: int, x: int) -> torch.Tensor:
+        return SHIPPED.guard(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0, :, :, y, x]
+
+    for k in range(1, 10):
+        # A 3x3 with k distinct colours, seen from its centre, an edge and a corner.
+        tile = colours[np.arange(9) % k].reshape(3, 3, 3)
+        for (y, x), pixels in (((1, 1), 9), ((1, 0), 6), ((0, 0), 4)):
+            rgb = tile[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
+            cy, cx = min(y, 1), min(x, 1)
+            seen = len({tuple(c) for c in rgb.reshape(-1, 3)})
+            guard = guard_at(np.ascontiguousarray(rgb), cy, cx)
+            if seen <= -(-PALETTE_COLOURS * pixels // 9):
+                assert torch.equal(guard[0], torch.from_numpy(rgb[cy, cx]))
+                assert torch.equal(guard[1], guard[0])
+            else:
+                assert torch.isinf(guard).all() and (guard[0] < 0).all()
+                assert (guard[1] > 0).all()
+    # One level apart in one channel is another colour: photo-like, left alone.
+    near = np.full((3, 3, 3), 0.5, np.float32)
+    near[..., 0] += np.arange(9, dtype=np.float32).reshape(3, 3) / 255.0
+    assert torch.isinf(guard_at(near, 1, 1)).all()
+    single = np.full((1, 1, 3), 0.3, np.float32)  # a 1x1 image is its own palette
+    assert torch.equal(guard_at(single, 0, 0)[0], torch.full((3,), 0.3))
+
+
+def test_photographs_are_not_clamped():
+    """Noise has nine distinct colours in every neighbourhood: no bound anywhere, so the
+    render is the unclamped one bit for bit."""
+    rgb = np.random.default_rng(1).random((20, 24, 3), dtype=np.float32)
+    guard = SHIPPED.guard(torch.from_numpy(rgb).permute(2, 0, 1)[None])
+    assert torch.isinf(guard).all()

@@ -16,7 +16,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import graphics_and_photo
 
+from gsasr_cli import model as model_module
 from gsasr_cli import tiling
 from gsasr_cli.errors import GsasrError
 from gsasr_cli.model import GSASR, ModelConfig
@@ -150,6 +152,22 @@ def test_tiled_equals_untiled_in_every_render_mode(render, scale):
     res = upscale_tiled(model, image(h, w, seed=1), size, scale, CPU, 37)
     assert res.tiles == 9
     assert_same_image(res.image, whole_image(model, image(h, w, seed=1), size, scale))
+
+
+@pytest.mark.parametrize("render", ["anchored", "additive"])
+@pytest.mark.parametrize("scale", [(2.0, 2.0), (3.7, 2.5)])
+def test_tiled_equals_untiled_where_graphics_are_clamped(render, scale, monkeypatch):
+    """The palette clamp reads the four LR pixels around each output pixel and their
+    neighbourhoods: tile borders through pixel art included."""
+    model = make_small_model(render)
+    rgb = graphics_and_photo(90, 110, seed=2)
+    size = math.floor(90 * scale[0] + 0.5), math.floor(110 * scale[1] + 0.5)
+    res = upscale_tiled(model, rgb, size, scale, CPU, 37)
+    assert res.tiles == 9
+    whole = whole_image(model, rgb, size, scale)
+    assert_same_image(res.image, whole)
+    monkeypatch.setattr(model_module, "PALETTE_COLOURS", 0)  # no clamp: a different image
+    assert np.abs(whole_image(model, rgb, size, scale) - whole).max() > 0.05
 
 
 def test_tiled_equals_untiled_with_per_axis_scales():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import graphics_and_photo
 
 from gsasr_cli.model import GSASR, ModelConfig
 from gsasr_cli.tiling import upscale_tiled
@@ -48,12 +49,12 @@ def test_a_mapped_back_field_renders_the_flipped_render(t: Transform, scale):
     size = (int(6 * scale[0]), int(9 * scale[1]))
     with torch.no_grad():
         field = MODEL.gaussians(t.image(x), t.scale(scale))
-        flipped = t.inverse_image(MODEL.render(field, *_maps(t, size, scale, x)))
+        guard = MODEL.guard(t.image(x))
+        flipped = t.inverse_image(MODEL.render(field, *_maps(t, size, scale, x), guard))
         from gsasr_kernels import axis_map
 
-        back = MODEL.render(
-            t.inverse_field(field), axis_map(size[0], scale[0], 6), axis_map(size[1], scale[1], 9)
-        )
+        rows, cols = axis_map(size[0], scale[0], 6), axis_map(size[1], scale[1], 9)
+        back = MODEL.render(t.inverse_field(field), rows, cols, MODEL.guard(x))
     torch.testing.assert_close(back, flipped, rtol=0, atol=2e-6)
     if t != IDENTITY:  # the network is not flip-equivariant: the field really differs
         with torch.no_grad():
@@ -73,7 +74,7 @@ def _maps(t: Transform, size, scale, x):
 
 @pytest.mark.parametrize("scale", [(3.7, 3.7), (2.0, 2.6)])
 def test_ensemble_tiled_equals_untiled(scale):
-    rgb = np.random.default_rng(3).random((70, 90, 3), dtype=np.float32)
+    rgb = graphics_and_photo(70, 90, seed=3)  # the palette clamp too, across tile borders
     size = (round(70 * scale[0]), round(90 * scale[1]))
     whole = upscale_tiled(MODEL, rgb, size, scale, CPU, 0, tta=True)
     calls = []
