@@ -46,14 +46,16 @@ _AUTOCAST = {Precision.FP32: None, Precision.FP16: torch.float16, Precision.BF16
 # Peak memory of one tile, fp32 (see `tile_bytes`). Measured on the CPU with
 # `benchmarks/bench_memory.py --cost-model` (peak RSS growth of fresh processes, output
 # array removed): the network phase peaks at 15-18 B per LR pixel per feature (n_feats 64,
-# 320^2 LR px), about 4.5 live feature maps; the rendering phase at 16 B per output pixel
-# (128^2 LR at x16) against 24 B counted here (the chunks of the rasterizer's output plus
-# their concatenation, 2 x 3 x 4 B). The two phases do not overlap, so adding them is
+# 320^2 LR px), about 4.5 live feature maps; the rendering phase, with `anchored`
+# rendering and the palette clamp, at 42 B per output pixel (fit over 256^2 and 512^2 LR at
+# x2, x4 and x8: the rasterizer's 4-channel output in chunks plus their concatenation,
+# 2 x 4 x 4 B, then the bilinear base and the clamp's bounds, one 3-channel plane at a
+# time) against 48 B counted here. The two phases do not overlap, so adding them is
 # conservative. The fixed part is the rasterizer's working set for one chunk of output
 # rows, which grows with the Gaussians per LR pixel: fitted at about 30 MB with 4 and
 # 120 MB with 16. Not measured on CUDA (no GPU here): cuDNN workspaces come out of SAFETY.
 BYTES_PER_LR_PIXEL_PER_FEAT = 20
-BYTES_PER_HR_PIXEL = 24
+BYTES_PER_HR_PIXEL = 48
 FIXED_BYTES = 32 << 20
 FIXED_BYTES_PER_GAUSSIAN = 8 << 20  # per Gaussian per LR pixel
 SAFETY = 0.6  # use at most this fraction of the free memory
