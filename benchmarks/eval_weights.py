@@ -8,6 +8,8 @@ image compare on a shared machine and the clamp's effect on photographs shows.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +21,21 @@ from gsasr_cli.jobs import list_images
 from gsasr_cli.weights_io import load_model
 
 
-def without_clamp(run: Method) -> Method:
+@contextmanager
+def clamp_off() -> Iterator[None]:
+    """Inside the block no LR pixel is graphics, so the palette clamp bounds nothing."""
     keep = model_module.PALETTE_COLOURS
+    model_module.PALETTE_COLOURS = 0
+    try:
+        yield
+    finally:
+        model_module.PALETTE_COLOURS = keep
 
+
+def without_clamp(run: Method) -> Method:
     def unclamped(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        model_module.PALETTE_COLOURS = 0  # no LR pixel is graphics
-        try:
+        with clamp_off():
             return run(lr, size)
-        finally:
-            model_module.PALETTE_COLOURS = keep
 
     return unclamped
 

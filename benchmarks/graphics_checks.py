@@ -16,8 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import test_graphics as tg  # noqa: E402  (the checks themselves, not a copy)
+from eval_weights import clamp_off  # noqa: E402  (this folder is on sys.path)
 
-from gsasr_cli import model as model_module  # noqa: E402
 from gsasr_cli.api import upscale  # noqa: E402
 from gsasr_cli.model import GSASR  # noqa: E402
 from gsasr_cli.weights_io import load_model  # noqa: E402
@@ -64,12 +64,8 @@ def main() -> None:
     for name in ["shipped", *args.weights]:
         model = tg.SHIPPED if name == "shipped" else load_model(Path(name))
         clamped = checks(model)
-        keep = model_module.PALETTE_COLOURS
-        model_module.PALETTE_COLOURS = 0  # no LR pixel is graphics: the clamp is off
-        try:
+        with clamp_off():
             free = checks(model)
-        finally:
-            model_module.PALETTE_COLOURS = keep
         print(f"\n## {name} (render {model.cfg.render}, colour {model.cfg.color})\n")
         print("| check | without the clamp | with the clamp | bicubic |\n|---|---|---|---|")
         for k, (ours, bicubic) in clamped.items():
