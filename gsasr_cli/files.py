@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import GsasrError
 
@@ -261,21 +261,28 @@ def terminate_on_signals(signums: tuple[int, ...] | None = None) -> Iterator[Non
     """Inside the block, SIGTERM and SIGHUP raise `Terminated` instead of killing the
     process at once, so `finally` blocks run (write_atomic removes its temporary file).
 
-    Only the main thread can install handlers; elsewhere this does nothing. The previous
-    handlers are restored on exit.
+    A signal that the process was started with ignored stays ignored (`nohup` keeps a run
+    alive after the terminal hangs up). The first signal puts every handled one back to
+    its default action, so a second one ends the process at once even when the clean-up
+    is stuck (writing to a terminal that nobody reads). Only the main thread can install
+    handlers; elsewhere this does nothing. The previous handlers are restored on exit.
     """
     if signums is None:
         signums = tuple(
             s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s
         )
+    saved: dict[int, Any] = {}
 
     def handler(signum, frame):
+        for s in saved:
+            signal.signal(s, signal.SIG_DFL)
         raise Terminated(signum)
 
-    saved = {}
     try:
         for s in signums:
             try:
+                if signal.getsignal(s) is signal.SIG_IGN:
+                    continue
                 saved[s] = signal.signal(s, handler)
             except ValueError:  # not the main thread
                 break

@@ -477,6 +477,55 @@ def test_a_signal_while_writing_leaves_no_temporary_file(tmp_path, signum):
     assert os.listdir(tmp_path) == []
 
 
+def test_nohup_keeps_a_hangup_ignored(tmp_path):
+    """`nohup gsasr ...`: a run started with SIGHUP ignored finishes when the terminal
+    hangs up mid-write (it used to stop with "terminated by SIGHUP")."""
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), np.full((6, 5, 3), 90, np.uint8))
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        real_fsync = os.fsync
+        def fsync_then_hangup(fd):  # the hangup arrives with the output half written
+            real_fsync(fd)
+            os.kill(os.getpid(), signal.SIGHUP)
+        os.fsync = fsync_then_hangup
+        from gsasr_cli.cli import main
+        main(sys.argv[1:])
+        """
+    )
+    args = ["upscale", str(src), "--scale", "2", "-o", str(tmp_path / "out.png"), "--device", "cpu"]
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "terminated" not in out.stderr
+    assert cv2.imread(str(tmp_path / "out.png")).shape == (12, 10, 3)
+    assert sorted(os.listdir(tmp_path)) == ["in.png", "out.png"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_second_signal_ends_a_stuck_clean_up(signum):
+    """The first signal unwinds; if the unwinding blocks (a progress line to a terminal
+    that nobody reads), a second one ends the process at once, by the signal."""
+    script = textwrap.dedent(
+        f"""
+        import os, threading
+        from gsasr_cli.imageio import Terminated, terminate_on_signals
+        with terminate_on_signals():
+            try:
+                os.kill(os.getpid(), {int(signum)})
+            except Terminated:
+                print("stuck", flush=True)
+                threading.Event().wait(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "stuck\n"
+    proc.send_signal(signum)
+    assert proc.wait(timeout=30) == -signum
+
+
 # ------------------------------------------------------------------ 12. malformed EXIF
 
 
