@@ -651,8 +651,9 @@ def eval_(
     if threads:
         torch.set_num_threads(threads)
     paths = list_images(folder)
-    dev = resolve_device(device)
     weights_path = weights or default_weights_path()
+    _check_report_paths({"--json": json_path, "--plot": plot}, [*paths, weights_path])
+    dev = resolve_device(device)
     methods = {"bicubic": ev.bicubic_method()}
     if liif is not None:
         methods["liif"] = ev.liif_method(liif, dev)
@@ -683,6 +684,31 @@ def eval_(
     if plot is not None and records:
         ev.write_plot(records, plot, f"{folder.name}: {len(paths)} images")
     raise typer.Exit(1 if failures else 0)
+
+
+def _check_report_paths(reports: dict[str, Path | None], inputs: list[Path]) -> None:
+    """`gsasr eval`'s report files replace what is there, but never an input (an image
+    being scored, the weights), each other, or a device or pipe: refused before any work."""
+    from .files import check_replaceable
+
+    given = [(flag, path) for flag, path in reports.items() if path is not None]
+    for i, (flag, path) in enumerate(given):
+        if os.path.lexists(path) and any(_same_file(path, q) for q in inputs):
+            raise UsageProblem(f"{flag} {path}: is an input of this run; give another file")
+        for other, q in given[:i]:
+            if _same_file(path, q) or path.resolve() == q.resolve():
+                raise UsageProblem(f"{flag} {path}: also given to {other}; give two files")
+        try:
+            check_replaceable(path)
+        except GsasrError as exc:
+            raise UsageProblem(f"{flag} {exc}") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @app.command(

@@ -135,6 +135,23 @@ def _kind(mode: int) -> str:
     return next((kind for test, kind in _KINDS if test(mode)), "special file")
 
 
+def check_replaceable(path: Path) -> None:
+    """GsasrError if `path` (through symlinks) is a device, pipe or socket: moving a file
+    over one would break the system (`/dev/null`) or whoever reads the pipe, so it is
+    never replaced. Nothing there, a file or a folder: no error here."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    kinds = (
+        (stat.S_ISCHR, "device"), (stat.S_ISBLK, "device"),
+        (stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"),
+    )  # fmt: skip
+    for test, kind in kinds:
+        if test(mode):
+            raise GsasrError(f"{path}: cannot write (a {kind}, not a file; not replaced)")
+
+
 def write_atomic(
     path: Path, data: bytes | bytearray | memoryview, *, overwrite: bool = True
 ) -> None:
@@ -143,14 +160,16 @@ def write_atomic(
     The bytes go to a hidden temporary file beside `path` (a short name, so a long output
     name still fits), are flushed to disk, then moved into place: with `overwrite` by
     `os.replace`; without it by a hard link that fails if `path` exists (OutputExists),
-    so two processes writing one output cannot both succeed. The temporary file is
-    removed on any error or exception, including KeyboardInterrupt and `Terminated`.
+    so two processes writing one output cannot both succeed. A device, pipe or socket at
+    `path` is never replaced (`check_replaceable`). The temporary file is removed on any
+    error or exception, including KeyboardInterrupt and `Terminated`.
     """
     path = Path(path)
     tmp: str | None = None
     try:
         if not overwrite and os.path.lexists(path):
             raise OutputExists(f"{path}: output exists")
+        check_replaceable(path)
         tmp = _create_temp(path.parent)
         with open(tmp, "r+b") as f:
             f.write(data)

@@ -15,10 +15,12 @@ reach stderr is captured and becomes those lines or the error message.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import re
 import stat
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ from .metadata import Metadata, apply_orientation, embed, encode_with_metadata, 
 
 __all__ = [
     "FORMATS",
+    "INPUT_SUFFIXES",
     "MAX_INPUT_BYTES",
     "MAX_INPUT_PIXELS",
     "WHITE",
@@ -83,6 +86,9 @@ FORMATS: dict[str, tuple[str, bool, bool]] = {
     ".tiff": (".tif", True, True),
     ".bmp": (".bmp", False, False),
 }
+# The extensions a folder walk takes as images: the output formats', and GIF and PNM,
+# which are read (recognised by their bytes) but written as PNG.
+INPUT_SUFFIXES = frozenset(FORMATS) | {".gif", ".pbm", ".pgm", ".ppm", ".pnm"}
 # What each output format can hold: the longest side, and the most bytes of samples.
 # PNG: libpng refuses sides over 1,000,000 (its default user limit, for readers too).
 # JPEG: libjpeg's JPEG_MAX_DIMENSION. WebP: 14-bit sizes. TIFF: a classic TIFF file is
@@ -208,7 +214,8 @@ def decode(
     raw = _imdecode(data, name, pending.append)
     if max_pixels is not None and raw.shape[0] * raw.shape[1] > max_pixels:  # header lied
         raise GsasrError(f"{name}: decodes to more pixels than its header says; refused")
-    raw = apply_orientation(raw, info.meta.orientation)
+    if not (info.format == "TIFF" and _codec_turns_tiff_upright()):
+        raw = apply_orientation(raw, info.meta.orientation)
     if raw.dtype not in (np.uint8, np.uint16):
         raise GsasrError(f"{name}: unsupported sample type {raw.dtype} (8- or 16-bit expected)")
     channels = 1 if raw.ndim == 2 else raw.shape[2]
@@ -224,6 +231,24 @@ def decode(
     for message in dict.fromkeys(pending):
         warn(message)
     return image
+
+
+@functools.cache
+def _codec_turns_tiff_upright() -> bool:
+    """Whether OpenCV's TIFF reader applies the Orientation tag itself (OpenCV 5 does,
+    even with IMREAD_UNCHANGED, which leaves other formats' EXIF orientation to us).
+    Decided once, on a 2x1 grey TIFF whose tag says "mirrored"."""
+    entries = [  # (tag, type: 3 SHORT / 4 LONG, value), one value each, in tag order
+        (256, 3, 2), (257, 3, 1), (258, 3, 8), (259, 3, 1), (262, 3, 1),
+        (273, 4, 8 + 2 + 10 * 12 + 4), (274, 3, 2), (277, 3, 1), (278, 3, 1), (279, 4, 2),
+    ]  # fmt: skip
+    ifd = b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in entries)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 10) + ifd + bytes(4) + b"\x00\xff"
+    try:
+        raw = cv2.imdecode(np.frombuffer(tiff, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return False
+    return raw is not None and raw.reshape(-1)[:2].tolist() == [255, 0]
 
 
 def _imdecode(data: bytes, name: str, warn: Warn) -> np.ndarray:

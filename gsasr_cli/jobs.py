@@ -27,9 +27,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import GsasrError, InvalidRequest, OutputClosed, UsageProblem
-from .files import OutputExists, check_name, make_folder, read_file, read_stdin, write_atomic
+from .files import (
+    OutputExists,
+    check_name,
+    check_replaceable,
+    make_folder,
+    read_file,
+    read_stdin,
+    write_atomic,
+)
 from .imageio import (
     FORMATS,
+    INPUT_SUFFIXES,
     MAX_INPUT_BYTES,
     MAX_INPUT_PIXELS,
     WHITE,
@@ -170,7 +179,7 @@ class _Filter:
             return False
         if self.globs:
             return self._hit(self.globs, rel)
-        return Path(name).suffix.lower() in FORMATS
+        return Path(name).suffix.lower() in INPUT_SUFFIXES
 
 
 def walk(
@@ -213,7 +222,7 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
         raise GsasrError(f"{folder}: not a folder")
     paths = list(walk(folder, recursive, _Filter((), ()), False, set()))
     if not paths:
-        raise GsasrError(f"{folder}: no images ({', '.join(sorted(FORMATS))})")
+        raise GsasrError(f"{folder}: no images ({', '.join(sorted(INPUT_SUFFIXES))})")
     return paths
 
 
@@ -308,6 +317,8 @@ def _job(
         rel = src.relative_to(root).parent if root is not None else Path()
         name = render_name(req.name or "{stem}{ext}", src, req.sizing.suffix(), out_ext)
         return Job(src, out / rel / name, out_ext, batch)
+    if os.path.exists(src) and not os.path.isfile(src):  # `<(cat a.png)`, a named pipe
+        raise UsageProblem(f"{src}: a pipe, with no output name of its own; needs -o FILE or -o -")
     name = render_name(req.name or "{stem}{suffix}{ext}", src, req.sizing.suffix(), out_ext)
     return Job(src, src.with_name(name), out_ext, batch)
 
@@ -516,6 +527,8 @@ class Runner:
         warn = r.warnings.append
         if job.output is not None and os.path.exists(job.output) and not req.overwrite:
             self._exists(job)
+        if job.output is not None:
+            check_replaceable(job.output)  # before any work, as write_atomic would refuse
         # Size and format from the headers: nothing is decoded before the request is known
         # to be possible (dry runs decode nothing at all).
         data = None

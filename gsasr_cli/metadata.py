@@ -1,6 +1,7 @@
 """EXIF and ICC metadata: read from the input, orientation applied, copied to the output.
 
-Pixels are decoded by OpenCV, which ignores EXIF orientation with IMREAD_UNCHANGED and
+Pixels are decoded by OpenCV, which ignores EXIF orientation with IMREAD_UNCHANGED (but
+for TIFF, whose Orientation tag its reader applies: `imageio._codec_turns_tiff_upright`) and
 drops metadata on encode; Pillow parses and rewrites the EXIF block. The blocks are then
 spliced into the encoded output: APP1/APP2 segments for JPEG, eXIf/iCCP chunks for PNG
 (8 and 16 bits). 8-bit WebP and TIFF with metadata are encoded by Pillow, which writes

@@ -48,6 +48,57 @@ def test_2_an_output_that_is_an_input_of_the_run_is_refused(run_cli, tmp_path):
     assert a_png.read_bytes() == before and a_jpg.is_file()
 
 
+def test_2_a_device_or_pipe_at_the_output_is_never_replaced(run_cli, tmp_path):
+    """`--overwrite` used to move a file over a named pipe, a device node or a symlink to
+    one (as root, `-o /dev/null --overwrite` replaced the system's /dev/null)."""
+    src = write(tmp_path / "in" / "a.png")
+    write(tmp_path / "in" / "b.png", seed=4)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "a.png")
+    (tmp_path / "null.png").symlink_to(os.devnull)
+    for target, kind in ((out / "a.png", "named pipe"), (tmp_path / "null.png", "device")):
+        code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(target), "--overwrite"])
+        assert code == 1 and f"{target}: cannot write (a {kind}, not a file" in err
+    code, _, err = run_cli(["upscale", str(src.parent), "-s", "2", "-o", str(out), "--overwrite"])
+    assert code == 1 and err.count("error:") == 1 and "named pipe" in err
+    assert (out / "a.png").is_fifo() and cv2.imread(str(out / "b.png")).shape == (24, 32, 3)
+    assert os.path.islink(tmp_path / "null.png") and sorted(os.listdir(out)) == ["a.png", "b.png"]
+
+
+def test_2_write_atomic_never_replaces_a_pipe(tmp_path):
+    from gsasr_cli.errors import GsasrError
+    from gsasr_cli.files import write_atomic
+
+    os.mkfifo(tmp_path / "p")
+    with pytest.raises(GsasrError, match="a named pipe, not a file"):
+        write_atomic(tmp_path / "p", b"data")
+    assert (tmp_path / "p").is_fifo() and os.listdir(tmp_path) == ["p"]
+
+
+def test_2_eval_reports_never_replace_an_input_or_each_other(run_cli, tmp_path):
+    """`gsasr eval --json/--plot` used to overwrite whatever they named: an image being
+    scored, the weights, a device. Refused before any work, exit 2."""
+    from gsasr_cli.weights_io import default_weights_path
+
+    img = write(tmp_path / "val" / "a.png", h=48, w=48)
+    before = img.read_bytes()
+    (tmp_path / "null.json").symlink_to(os.devnull)
+    weights = str(default_weights_path())
+    cases = [
+        (["--json", str(img)], "is an input of this run"),
+        (["--plot", str(tmp_path / "val" / ".." / "val" / "a.png")], "is an input of this run"),
+        (["--json", weights], "is an input of this run"),
+        (["--json", str(tmp_path / "r"), "--plot", str(tmp_path / "r")], "also given to --json"),
+        (["--json", str(tmp_path / "null.json")], "a device, not a file"),
+    ]
+    for extra, message in cases:
+        code, _, err = run_cli(["eval", str(img.parent), "--scales", "2", *extra])
+        assert code == 2 and message in err, (extra, err)
+        assert "x2 a.png" not in err  # nothing was scored
+    assert img.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["null.json", "val"]
+
+
 def test_3_two_inputs_with_one_output_are_reported(run_cli, tmp_path):
     d1, d2 = write(tmp_path / "d1" / "x.png"), write(tmp_path / "d2" / "x.png", seed=5)
     out = tmp_path / "big"
@@ -319,6 +370,38 @@ def test_20_dry_run_reports_a_parent_that_is_a_file(run_cli, tmp_path):
     target = str(src / "x.png")
     code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", target, "--dry-run"])
     assert code == 1 and "is a file" in err
+
+
+def test_21_a_folder_walk_takes_gif_and_pnm(run_cli, tmp_path):
+    """GIF and PNM are read formats; a folder walk used to leave them out without a word."""
+    from PIL import Image as PILImage
+
+    src = tmp_path / "in"
+    colour = cv2.imread(str(write(src / "d.PNG")))
+    PILImage.fromarray(colour[..., ::-1]).save(src / "a.gif")
+    cv2.imwrite(str(src / "b.ppm"), colour)
+    cv2.imwrite(str(src / "c.pgm"), colour[..., 0])
+    (src / "notes.txt").write_text("not an image")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(tmp_path / "out")])
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png", "c.png", "d.PNG"]
+    grey = cv2.imread(str(tmp_path / "out" / "c.png"), cv2.IMREAD_UNCHANGED)
+    assert grey.shape == (24, 32)  # grey stays grey
+
+
+def test_4_a_pipe_input_without_o_is_a_usage_error(tmp_path):
+    """`gsasr upscale <(cat a.png)` used to upscale, then fail to write /dev/fd/63_x2.png."""
+    src = write(tmp_path / "a.png")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    out = gsasr("upscale", str(fifo), "-s", "2", cwd=tmp_path, timeout=60)
+    assert out.returncode == 2 and b"a pipe, with no output name of its own" in out.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "pipe"]
+    writer = subprocess.Popen(["cp", str(src), str(fifo)])
+    out = gsasr("upscale", str(fifo), "-s", "2", "-o", "big.png", cwd=tmp_path, timeout=60)
+    writer.wait(timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert cv2.imread(str(tmp_path / "big.png")).shape == (24, 32, 3)
 
 
 def test_21_globs_ignore_case_and_match_paths(run_cli, tmp_path):

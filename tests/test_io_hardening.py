@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
+from PIL import ImageOps
 
 from gsasr_cli.errors import GsasrError
 from gsasr_cli.imageio import (
@@ -128,6 +129,25 @@ def test_tiff_input_gives_readable_outputs_of_the_right_size(ext, pages):
 
 
 # ------------------------------------------------------------------ 7. decompression bombs
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["RGB", "L", "I;16"])
+def test_a_tiff_orientation_tag_is_applied_once(orientation, mode):
+    """OpenCV 5's TIFF reader turns the image upright itself; it was then turned a second
+    time (a tag-6 TIFF came out rotated twice, or black at its top)."""
+    stored = rgb8(6, 10) if mode == "RGB" else rgb8(6, 10)[..., 0]
+    pil = PILImage.fromarray(stored)
+    if mode == "I;16":
+        pil = PILImage.fromarray(stored.astype(np.uint16) * 257).convert("I;16")
+    data = pil_bytes([pil], "TIFF", tiffinfo={0x0112: orientation})
+    with PILImage.open(io.BytesIO(data)) as im:
+        upright = np.asarray(ImageOps.exif_transpose(im)).astype(np.float64)
+    image = decode(data, "t.tif")
+    assert image.rgb.shape[:2] == upright.shape[:2]
+    got = image.rgb if mode == "RGB" else image.rgb[..., 0]
+    maxval = 65535.0 if mode == "I;16" else 255.0
+    np.testing.assert_array_equal(np.rint(got * maxval), upright)
 
 
 def bomb_bmp() -> bytes:  # 1,080 bytes, RLE8, 30000 x 30000
