@@ -43,6 +43,7 @@ from typing import Any
 from .errors import GsasrError, InvalidRequest, UsageProblem
 from .files import (
     capture_stderr,
+    destination,
     link_exclusive,
     make_folder,
     reason,
@@ -96,26 +97,26 @@ class StagedWriter:
     def __call__(
         self, path: Path, data: bytes | bytearray | memoryview, *, overwrite: bool = True
     ) -> None:
-        path = Path(path)
+        name, path = Path(path), destination(Path(path))
         stage = path.parent / self.stage_name
         if self.current not in (None, stage):
             with contextlib.suppress(OSError):
                 os.rmdir(self.current)
-        make_folder(stage, str(path))  # each time: the output folder may have been replaced
+        make_folder(stage, str(name))  # each time: the output folder may have been replaced
         self.current = stage
         staged = stage / f"out{path.suffix}"
         try:
             try:
                 write_atomic(staged, data, overwrite=True)
             except GsasrError as exc:  # name the output, not the staging file
-                raise GsasrError(str(exc).replace(str(staged), str(path), 1)) from None
+                raise GsasrError(str(exc).replace(str(staged), str(name), 1)) from None
             try:
                 if overwrite:
                     os.replace(staged, path)
                 else:
                     link_exclusive(staged, path)
             except OSError as exc:
-                raise GsasrError(f"{path}: cannot write ({reason(exc)})") from exc
+                raise GsasrError(f"{name}: cannot write ({reason(exc)})") from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)

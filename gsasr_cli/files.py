@@ -152,6 +152,16 @@ def check_replaceable(path: Path) -> None:
             raise GsasrError(f"{path}: cannot write (a {kind}, not a file; not replaced)")
 
 
+def destination(path: Path) -> Path:
+    """Where an output named `path` is to be put: `path` itself, or the file a symlink
+    there names (written through, the link stays: `/dev/stdout` is one; a dangling link
+    is replaced). GsasrError for a device, pipe or socket (`check_replaceable`)."""
+    check_replaceable(path)
+    if os.path.islink(path) and os.path.exists(path):
+        return Path(os.path.realpath(path))
+    return Path(path)
+
+
 def write_atomic(
     path: Path, data: bytes | bytearray | memoryview, *, overwrite: bool = True
 ) -> None:
@@ -160,27 +170,28 @@ def write_atomic(
     The bytes go to a hidden temporary file beside `path` (a short name, so a long output
     name still fits), are flushed to disk, then moved into place: with `overwrite` by
     `os.replace`; without it by a hard link that fails if `path` exists (OutputExists),
-    so two processes writing one output cannot both succeed. A device, pipe or socket at
-    `path` is never replaced (`check_replaceable`). The temporary file is removed on any
-    error or exception, including KeyboardInterrupt and `Terminated`.
+    so two processes writing one output cannot both succeed. A symlink to a file is
+    written through and a device, pipe or socket is never replaced (`destination`). The
+    temporary file is removed on any error or exception, including KeyboardInterrupt and
+    `Terminated`.
     """
     path = Path(path)
     tmp: str | None = None
     try:
         if not overwrite and os.path.lexists(path):
             raise OutputExists(f"{path}: output exists")
-        check_replaceable(path)
-        tmp = _create_temp(path.parent)
+        dest = destination(path)
+        tmp = _create_temp(dest.parent)
         with open(tmp, "r+b") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # the temp file's 0600 would surprise users
         if overwrite:
-            os.replace(tmp, path)
+            os.replace(tmp, dest)
             tmp = None
         else:
-            link_exclusive(tmp, path)
+            link_exclusive(tmp, dest)
     except OSError as exc:
         raise GsasrError(f"{path}: cannot write ({reason(exc)})") from exc
     finally:

@@ -66,6 +66,21 @@ def test_2_a_device_or_pipe_at_the_output_is_never_replaced(run_cli, tmp_path):
     assert os.path.islink(tmp_path / "null.png") and sorted(os.listdir(out)) == ["a.png", "b.png"]
 
 
+def test_2_a_symlinked_output_is_written_through(run_cli, tmp_path):
+    """A link at the output path stays a link; the file it names gets the result (as
+    `/dev/stdout` redirected to a file: as root, the link in /dev was replaced)."""
+    src = write(tmp_path / "a.png")
+    real = write(tmp_path / "renders" / "v1.png", seed=7)
+    link = tmp_path / "current.png"
+    link.symlink_to(Path("renders") / "v1.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(link), "--overwrite"])
+    assert code == 0, err
+    assert os.readlink(link) == str(Path("renders") / "v1.png")
+    assert cv2.imread(str(real)).shape == (24, 32, 3)
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "current.png", "renders"]
+    assert os.listdir(real.parent) == ["v1.png"]
+
+
 def test_2_write_atomic_never_replaces_a_pipe(tmp_path):
     from gsasr_cli.errors import GsasrError
     from gsasr_cli.files import write_atomic
