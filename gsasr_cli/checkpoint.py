@@ -94,6 +94,11 @@ def load_into(model: GSASR, state: dict[str, torch.Tensor], path: Path) -> None:
     if set(params) != set(state):
         missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
         raise GsasrError(f"{path}: parameters do not match the model ({missing[:3]}, {extra[:3]})")
+    for k, p in params.items():
+        if state[k].shape != p.shape:  # copy_ would broadcast a [1] over the parameter
+            raise GsasrError(
+                f"{path}: {k} has shape {list(state[k].shape)}, the model needs {list(p.shape)}"
+            )
     with torch.no_grad():
         for k, p in params.items():
             p.copy_(state[k])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import random
 import signal
 import sys
@@ -64,6 +65,28 @@ class TrainConfig:
     mix: str = ""  # "source=share,...": fixed shares of the samples for named sources
     bf16: bool = False  # autocast the network to bfloat16 (CPUs with AVX512-BF16 or AMX)
     channels_last: bool = False
+
+    def check(self) -> None:
+        """UsageProblem naming the first hyperparameter that cannot train."""
+        rules = (
+            (self.patch >= 2, "patch", "at least 2"),
+            (self.batch >= 1, "batch", "at least 1"),
+            (math.isfinite(self.lr) and self.lr > 0, "lr", "a number above 0"),
+            (math.isfinite(self.encoder_lr) and self.encoder_lr >= 0, "encoder-lr", "0 or more"),
+            (0 <= self.min_lr <= self.lr, "min-lr", "from 0 to --lr"),
+            (self.steps >= 1, "steps", "at least 1"),
+            (self.decay_start >= 0, "decay-start", "0 or more"),
+            (self.warmup >= 0, "warmup", "0 or more"),
+            (0 <= self.ema < 1, "ema", "in [0, 1)"),
+            (1 <= self.scale_min <= 64, "scale-min", "from 1 to 64"),
+            (self.scale_min <= self.scale_max <= 64, "scale-max", "from --scale-min to 64"),
+            (0 <= self.anisotropic <= 1, "anisotropic", "in [0, 1]"),
+            (self.sample >= 0, "sample", "0 or more"),
+        )
+        for ok, flag, want in rules:
+            if not ok:
+                value = getattr(self, flag.replace("-", "_"))
+                raise UsageProblem(f"--{flag} must be {want}, got {value:g}")
 
     def learning_rate(self, step: int, warm_from: int) -> float:
         """Learning rate of the decoder at `step`, warming up from step `warm_from`."""
@@ -153,12 +176,20 @@ class PatchSampler:
             areas = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
             weights = (areas / areas.sum()).tolist()
         self.weights = weights
+        drawn = [im for im, w in zip(images, weights, strict=True) if w > 0]
+        self._sides = np.array([im.shape[:2] for im in drawn], np.int64).reshape(-1, 2)
+
+    def fits(self, h: int, w: int) -> bool:
+        """Whether an image that can be drawn holds an h x w crop (upright)."""
+        return bool(((self._sides[:, 0] >= h) & (self._sides[:, 1] >= w)).any())
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
         rng, p = self.rng, self.patch
         sy = rng.uniform(*self.scale_range)
         sx = rng.uniform(*self.scale_range) if rng.random() < self.anisotropic else sy
         hh, wh = round(p * sy), round(p * sx)
+        if not (self.fits(hh, wh) and self.fits(wh, hh)):  # the draw below would never end
+            raise GsasrError(f"no training image holds an HR crop of {hh}x{wh} pixels")
         crops = []
         for _ in range(self.batch):
             transpose = rng.random() < 0.5
@@ -193,10 +224,12 @@ class _Batches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         if info is not None:  # each worker its own stream; one thread, beside the step's
             torch.set_num_threads(1)
-            # Ctrl-C or a TERM for the whole process group is the trainer's to handle (it
-            # saves, then stops its workers); a worker that died of it would crash it.
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_IGN)
+            # Ctrl-C for the whole process group is the trainer's to handle (it saves, then
+            # stops its workers). A TERM (to the group, or from the clean-up at the
+            # trainer's exit) ends a worker quietly: exit status 0 is no worker failure to
+            # the trainer, and a worker that ignored it kept a failed trainer from exiting.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
             self.sampler.rng.seed(self.sampler.rng.random() + info.id)
         while True:
             yield self.sampler()
@@ -281,14 +314,15 @@ def load_liif_encoder(model: GSASR, path: Path) -> None:
     """Copy LIIF's pretrained EDSR-baseline encoder (`model.sd`, `encoder.*`) into `model`."""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)["model"]["sd"]
-    except (OSError, KeyError, RuntimeError) as exc:
-        raise GsasrError(f"{path}: not LIIF's edsr-baseline-liif.pth ({exc})") from exc
-    enc = {
-        k[len("encoder.") :]: v
-        for k, v in sd.items()
-        if k.startswith("encoder.") and "mean." not in k
-    }
-    model.encoder.load_state_dict(enc, strict=True)
+        enc = {
+            k[len("encoder.") :]: v
+            for k, v in sd.items()
+            if k.startswith("encoder.") and "mean." not in k
+        }
+        model.encoder.load_state_dict(enc, strict=True)
+    except Exception as exc:  # torch.load and unpickling raise many kinds
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GsasrError(f"{path}: not LIIF's edsr-baseline-liif.pth ({why[:200]})") from None
 
 
 _HELP = {
@@ -375,8 +409,13 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     return ap
 
 
-def _train_config(args: argparse.Namespace, stored: dict[str, object] | None) -> TrainConfig:
-    base = TrainConfig(**stored) if stored else TrainConfig()  # type: ignore[arg-type]
+def _train_config(
+    args: argparse.Namespace, stored: dict[str, object] | None, source: Path | None
+) -> TrainConfig:
+    try:
+        base = TrainConfig(**stored) if stored else TrainConfig()  # type: ignore[arg-type]
+    except TypeError as exc:  # a key this version does not know, or not a mapping
+        raise GsasrError(f"{source}: its hyperparameters cannot be read ({exc})") from None
     given = {
         f.name: getattr(args, f.name)
         for f in fields(TrainConfig)
@@ -389,12 +428,54 @@ def _train_config(args: argparse.Namespace, stored: dict[str, object] | None) ->
         parse_mix(tc.mix)
     except ValueError as exc:
         raise UsageProblem(f"--{exc}") from None
+    tc.check()
     return tc
+
+
+def _check_leg(args: argparse.Namespace) -> None:
+    """Usage problems of this leg's options and files, before any work."""
+    for flag, value, low in (
+        ("--threads", args.threads, 0), ("--workers", args.workers, 0),
+        ("--log-every", args.log_every, 1), ("--save-every", args.save_every, 1),
+        ("--until", args.until, 0), ("--grid", args.grid, 1),
+        ("--decoder-blocks", args.decoder_blocks, 1),
+    ):  # fmt: skip
+        if value is not None and value < low:
+            raise UsageProblem(f"{flag} must be at least {low}, got {value}")
+    if args.minutes is not None and not args.minutes > 0:
+        raise UsageProblem(f"--minutes must be above 0, got {args.minutes:g}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageProblem(f"--out {args.out}: is a file, not a run folder")
+    relay = args.relay_file
+    if relay is not None:
+        taken = [args.out / "checkpoint.safetensors", args.out / "ema.safetensors"]
+        if any(relay.resolve() == t.resolve() for t in taken):
+            raise UsageProblem(f"--relay-file {relay}: the run folder's own file; give another")
+        if os.path.isdir(args.data) and relay.resolve().is_relative_to(args.data.resolve()):
+            raise UsageProblem(f"--relay-file {relay}: inside the training data; give another")
+
+
+def _check_crops(sampler: PatchSampler, tc: TrainConfig, data: Path) -> None:
+    """GsasrError unless the images hold the largest HR crop the scales ask for."""
+    side = round(tc.patch * tc.scale_max)
+    if not sampler.fits(side, side):
+        h, w = max((tuple(im.shape[:2]) for im in sampler.images), key=lambda hw: min(hw))
+        raise GsasrError(
+            f"{data}: no image holds a {side}x{side} crop (a {tc.patch}-pixel patch at "
+            f"scale {tc.scale_max:g}; the largest is {w}x{h}); use a smaller --patch or "
+            "--scale-max"
+        )
+
+
+def _check_finite(model: torch.nn.Module, what: str) -> None:
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise GsasrError(what)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """`gsasr train`: parse the arguments, then train until --until, --steps or --minutes."""
     args = _parser(prog).parse_args(argv)
+    _check_leg(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -404,14 +485,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     # --resume source (a run folder's full checkpoint, say) is only read.
     relay = args.relay_file or (RELAY_FILE if args.resume == RELAY_FILE else None)
     ckpt = load_checkpoint(source) if source else None
-    tc = _train_config(args, ckpt.train if ckpt else None)
+    tc = _train_config(args, ckpt.train if ckpt else None, source)
     torch.manual_seed(tc.seed)
     model = GSASR(ckpt.config) if ckpt else build_model(args)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     start, wall, warm_from = 0, 0.0, 0
     if ckpt:
+        assert source is not None
         load_into(model, ckpt.model, source)
         load_into(ema, ckpt.ema, source)
+        for net in (model, ema):
+            _check_finite(net, f"{source}: holds NaN or Inf weights; resume from another")
         start, wall = ckpt.step, ckpt.wall_s
         warm_from = start if ckpt.adam is None else 0
         print(f"resumed from {source} at step {start}", file=sys.stderr)
@@ -425,9 +509,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         groups.append({"params": list(model.encoder.parameters()), "scale": tc.encoder_lr / tc.lr})
     opt = torch.optim.Adam(groups, lr=tc.lr, betas=(0.9, 0.99))
     if ckpt and ckpt.adam:
-        _load_adam(opt, model, ckpt)
+        assert source is not None
+        _load_adam(opt, model, ckpt, source)
+
+    saved = start
 
     def save(step: int, elapsed: float) -> None:
+        nonlocal saved
+        _check_finite(
+            model,
+            f"training diverged (NaN or Inf weights) by step {step}; stopped, and the "
+            f"checkpoint of step {saved} is kept",
+        )
         state = Checkpoint(
             model_state(model), model_state(ema), _adam_state(opt, model), _adam_steps(opt),
             model.cfg, asdict(tc), step, wall + elapsed,
@@ -436,6 +529,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         if relay:
             save_checkpoint(state, relay, with_adam=False)
         save_weights(ema, args.out / "ema.safetensors", extra={"steps": str(step)})
+        saved = step
 
     named = load_named_images(args.data)
     weights = sampling_weights(
@@ -450,40 +544,48 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         tc.seed + start,
         weights,
     )
+    _check_crops(sampler, tc, args.data)
     stream = batches(sampler, args.workers)
     until = args.until or tc.steps
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else math.inf
     stop = _StopFlag()
-    t0, losses, step = time.monotonic(), [], start
-    while step < until and time.monotonic() < deadline and not stop.raised:
-        lr_now = tc.learning_rate(step, warm_from)
-        for group in opt.param_groups:
-            group["lr"] = lr_now * group["scale"]
-        lr_img, hr, scale = next(stream)
-        loss = train_step(model, lr_img.to(device), hr.to(device), scale, tc)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            decay = min(tc.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
-        losses.append(loss.item())
-        step += 1
-        if step % args.log_every == 0:
-            rate = (step - start) / (time.monotonic() - t0)
-            print(
-                f"step {step}/{until} loss {np.mean(losses):.4f} lr {lr_now:.2e} "
-                f"{rate:.2f} steps/s eta {(until - step) / rate / 60:.1f} min",
-                file=sys.stderr,
-                flush=True,
-            )
-            losses = []
-        if step % args.save_every == 0:
+    try:
+        t0, losses, step = time.monotonic(), [], start
+        while step < until and time.monotonic() < deadline and not stop.raised:
+            lr_now = tc.learning_rate(step, warm_from)
+            for group in opt.param_groups:
+                group["lr"] = lr_now * group["scale"]
+            lr_img, hr, scale = next(stream)
+            loss = train_step(model, lr_img.to(device), hr.to(device), scale, tc)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                decay = min(tc.ema, (1 + step) / (10 + step))
+                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                    pe.lerp_(pm, 1 - decay)
+            losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                raise GsasrError(
+                    f"training diverged (loss {losses[-1]}) at step {step + 1}; stopped, and the "
+                    f"checkpoint of step {saved} is kept"
+                )
+            step += 1
+            if step % args.log_every == 0:
+                rate = (step - start) / (time.monotonic() - t0)
+                print(
+                    f"step {step}/{until} loss {np.mean(losses):.4f} lr {lr_now:.2e} "
+                    f"{rate:.2f} steps/s eta {(until - step) / rate / 60:.1f} min",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                losses = []
+            if step % args.save_every == 0:
+                save(step, time.monotonic() - t0)
+        if step > start:
             save(step, time.monotonic() - t0)
-    if step > start:
-        save(step, time.monotonic() - t0)
-    stop.restore()
+    finally:
+        stop.restore()
     print(f"stopped at step {step} ({'interrupted' if stop.raised else 'done'})", file=sys.stderr)
 
 
@@ -518,12 +620,14 @@ def _adam_steps(opt: torch.optim.Adam) -> int:
     return max((int(s["step"]) for s in opt.state.values() if "step" in s), default=0)
 
 
-def _load_adam(opt: torch.optim.Adam, model: GSASR, ckpt: Checkpoint) -> None:
+def _load_adam(opt: torch.optim.Adam, model: GSASR, ckpt: Checkpoint, source: Path) -> None:
     assert ckpt.adam is not None
     params = dict(model.named_parameters())
     for name, (m, v) in ckpt.adam.items():
         p = params.get(name)
         if p is not None and p.requires_grad:
+            if m.shape != p.shape or v.shape != p.shape:
+                raise GsasrError(f"{source}: Adam's moments of {name} do not fit the model")
             opt.state[p] = {
                 "step": torch.tensor(float(ckpt.adam_steps)),
                 "exp_avg": m.to(p.device),

@@ -284,3 +284,155 @@ def test_a_bad_mix_is_a_usage_error(tmp_path):
 
     with pytest.raises(UsageProblem, match="--mix"):
         main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--mix", "a=2"])
+
+
+# ------------------------------------------------- bad runs: one line, nothing lost, no hang
+BASE = ["--patch", "8", "--batch", "2", "--threads", "1", "--log-every", "1", "--workers", "0"]
+
+
+def test_images_too_small_for_the_crop_fail_at_once(tmp_path):
+    """The sampler used to draw forever (100% CPU, deaf to Ctrl-C) when no image held the
+    HR crop of the largest scale."""
+    data = tmp_path / "small"
+    data.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(data / f"{i}.png"), np.full((24, 30, 3), 9 * i, np.uint8))
+    args = ["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2"]
+    with pytest.raises(GsasrError, match=r"no image holds a 64x64 crop .*the largest is 30x24"):
+        main([*args, *BASE[:-4], "--patch", "16"])
+    main([*args, *BASE, "--scale-max", "3"])  # 8 x 3 = 24 fits
+    rng_images = [np.zeros((24, 30, 3), np.uint8)]
+    sampler = PatchSampler(rng_images, patch=16, batch=2, scale_range=(4, 4), anisotropic=0, seed=0)
+    with pytest.raises(GsasrError, match="no training image holds an HR crop of 64x64"):
+        sampler()
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--log-every", "0"), ("--save-every", "0"), ("--patch", "0"), ("--batch", "0"),
+     ("--threads", "-1"), ("--workers", "-1"), ("--lr", "-1"), ("--lr", "nan"),
+     ("--scale-max", "0.5"), ("--scale-min", "0.5"), ("--ema", "2"), ("--sample", "-1"),
+     ("--grid", "0"), ("--decoder-blocks", "0"), ("--minutes", "0"), ("--anisotropic", "2")],
+)  # fmt: skip
+def test_hyperparameters_that_cannot_train_are_usage_errors(tiny_data, tmp_path, flag, value):
+    """Each used to crash with a traceback (and a data worker then kept the process from
+    exiting), or to be taken silently (grid 0 became 2, scales below 1 trained)."""
+    from gsasr_cli.errors import UsageProblem
+
+    args = ["--data", str(tiny_data), "--out", str(tmp_path / "run"), "--steps", "2", *BASE]
+    with pytest.raises(UsageProblem, match=flag):
+        main([*args, flag, value])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failure_inside_the_loop_ends_the_process(tiny_data, tmp_path):
+    """A data worker ignored SIGTERM, so the clean-up at a failed trainer's exit waited for
+    it forever (a traceback, then a hang)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys
+        import gsasr_cli.train as t
+        real, calls = t.train_step, []
+        def failing(*args):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("boom")
+            return real(*args)
+        t.train_step = failing
+        t.main(sys.argv[1:])
+        """
+    )
+    args = ["--data", str(tiny_data), "--out", str(tmp_path / "run"), "--until", "100"]
+    args += [*BASE[:-2], "--workers", "1", "--save-every", "2"]
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 1 and "RuntimeError: boom" in out.stderr
+
+
+def test_a_diverging_run_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    """A NaN loss used to be trained on and saved over the checkpoint, exit 0."""
+    from safetensors import safe_open
+
+    import gsasr_cli.train as t
+
+    real, calls = t.train_step, []
+
+    def diverging(*args):
+        calls.append(1)
+        loss = real(*args)
+        return loss * float("nan") if len(calls) >= 4 else loss
+
+    monkeypatch.setattr(t, "train_step", diverging)
+    out = tmp_path / "run"
+    args = ["--data", str(tiny_data), "--out", str(out), "--until", "10", "--save-every", "2"]
+    with pytest.raises(GsasrError, match=r"diverged \(loss nan\) at step 4; .* step 2 is kept"):
+        main([*args, *BASE])
+    with safe_open(str(out / "checkpoint.safetensors"), "pt") as f:
+        assert f.metadata()["step"] == "2"
+        assert all(torch.isfinite(f.get_tensor(k)).all() for k in f.keys())
+    assert torch.isfinite(next(load_model(out / "ema.safetensors").parameters())).all()
+
+
+def _doctored(src: Path, dst: Path, tensors=None, train=None) -> Path:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), "pt") as f:
+        meta, data = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    data |= tensors or {}
+    if train is not None:
+        meta["train"] = json.dumps(train)
+    save_file(data, str(dst), metadata=meta)
+    return dst
+
+
+def test_checkpoints_that_do_not_fit_are_one_line(tiny_data, tmp_path):
+    """A [1] tensor used to be broadcast over a parameter (a silent, wrong resume); NaN
+    weights were trained on; other misfits crashed with a traceback."""
+    main(["--data", str(tiny_data), "--out", str(tmp_path / "a"), "--until", "2", *BASE])
+    good = tmp_path / "a" / "checkpoint.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(good), "pt") as f:
+        train = json.loads(f.metadata()["train"])
+        name = next(k for k in f.keys() if k.startswith("model/decoder.head.weight"))
+        head = f.get_tensor(name)
+    cases = [
+        ({name: torch.zeros(1)}, None, r"decoder.head.weight has shape \[1\], the model needs"),
+        ({name: head * float("nan")}, None, "holds NaN or Inf weights"),
+        ({"adam/" + name[6:] + "/m": torch.zeros(3)}, None, "Adam's moments of .* do not fit"),
+        (None, {**train, "novel": 1}, "its hyperparameters cannot be read"),
+        (None, [1, 2], "its hyperparameters cannot be read"),
+    ]
+    for i, (tensors, meta, message) in enumerate(cases):
+        bad = _doctored(good, tmp_path / f"bad{i}.safetensors", tensors, meta)
+        before = bad.read_bytes()
+        with pytest.raises(GsasrError, match=message):
+            main(["--data", str(tiny_data), "--out", str(tmp_path / f"r{i}"), "--resume",
+                  str(bad), "--until", "4", *BASE])  # fmt: skip
+        assert bad.read_bytes() == before and not (tmp_path / f"r{i}").exists()
+
+
+def test_run_files_that_would_clash_are_refused_before_training(tiny_data, tmp_path):
+    from gsasr_cli.errors import UsageProblem
+
+    (tmp_path / "afile").write_text("x")
+    run = tmp_path / "run"
+    base = ["--data", str(tiny_data), "--until", "2", *BASE]
+    with pytest.raises(UsageProblem, match="is a file, not a run folder"):
+        main([*base, "--out", str(tmp_path / "afile")])
+    for relay, message in (
+        (run / "checkpoint.safetensors", "the run folder's own file"),
+        (run / "ema.safetensors", "the run folder's own file"),
+        (tiny_data / "relay.safetensors", "inside the training data"),
+    ):
+        with pytest.raises(UsageProblem, match=message):
+            main([*base, "--out", str(run), "--relay-file", str(relay)])
+    with pytest.raises(GsasrError, match="afile: not LIIF's edsr-baseline-liif.pth"):
+        main([*base, "--out", str(run), "--liif-encoder", str(tmp_path / "afile")])
+    assert sorted(p.name for p in tiny_data.iterdir()) == ["0.png", "1.png"]
