@@ -130,7 +130,8 @@ def _to_image(obj: Any) -> tuple[Image, Callable[[Image], Any]]:
     if isinstance(obj, (str, os.PathLike)):
         img = read_image(Path(obj))
         dtype = np.uint16 if img.bits == 16 else np.uint8
-        layout = "grey" if img.grey else "rgb"
+        # The file's layout, as the CLI writes it: grey with alpha comes back RGBA.
+        layout = "rgba" if img.alpha is not None else "grey" if img.grey else "rgb"
         return img, lambda r: _pack(r, dtype, layout)
     from PIL import Image as PIL
 
@@ -173,6 +174,8 @@ def _pack(r: Image, dtype: Any, layout: str) -> np.ndarray:
     x = np.clip(r.rgb, 0.0, 1.0)
     if layout.startswith("grey"):
         x = x.mean(axis=2, keepdims=True)
+    elif r.grey:  # a grey image in colour samples: all three equal, as the CLI writes it
+        x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
     if r.alpha is not None and layout == "rgba":
         x = np.concatenate([x, r.alpha[:, :, None]], axis=2)
     if layout == "grey":
@@ -191,8 +194,11 @@ def _from_pil(im: PILImage) -> tuple[Image, Callable[[Image], PILImage]]:
     if mode == "P":
         mode = "RGBA" if "transparency" in im.info else "RGB"
     elif mode in ("1", "CMYK", "YCbCr", "HSV", "LAB", "RGBX", "RGBa", "La", "F"):
-        mode = {"1": "L", "La": "LA", "RGBa": "RGBA", "F": "I;16"}.get(mode, "RGB")
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        mode = {"1": "L", "La": "LA", "RGBa": "RGBA", "F": "F"}.get(mode, "RGB")
+    if mode == "F":  # float samples, in [0, 1] as for float arrays
+        img, _ = _from_array(np.asarray(im, dtype=np.float32))
+        back = mode
+    elif mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         a = np.asarray(im.convert("I") if im.mode != "I" else im, dtype=np.int64)
         img, _ = _from_array(np.clip(a, 0, 65535).astype(np.uint16))
         back = "I;16"
@@ -208,6 +214,8 @@ def _from_pil(im: PILImage) -> tuple[Image, Callable[[Image], PILImage]]:
         raise InvalidRequest(f"PIL image mode {im.mode} is not supported")
 
     def restore(r: Image) -> PILImage:
+        if back == "F":
+            return PIL.fromarray(_pack(r, np.float32, "grey"), "F")
         if back == "I;16":
             return PIL.fromarray(_pack(r, np.uint16, "grey"))
         if back == "LA":

@@ -141,3 +141,35 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, gsasr_cli; print('torch' in sys.modules, gsasr_cli.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", gsasr_cli.__version__]
+
+
+def test_a_path_keeps_its_alpha_as_the_cli_writes_it(tmp_path, run_cli):
+    """A path's alpha was dropped (RGBA came back RGB, grey + alpha came back grey)."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(3)
+    la = rng.integers(0, 256, (10, 12, 2), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (10, 12, 4), dtype=np.uint8)
+    for name, pixels, mode in (("la.png", la, "LA"), ("rgba.png", rgba, "RGBA")):
+        PILImage.fromarray(pixels, mode).save(tmp_path / name)
+        got = upscale(str(tmp_path / name), scale=2)
+        assert got.shape == (20, 24, 4) and got.dtype == np.uint8
+        code, _, err = run_cli(["upscale", str(tmp_path / name), "-s", "2", "-o",
+                                str(tmp_path / f"cli_{name}")])  # fmt: skip
+        assert code == 0, err
+        cli = cv2.imread(str(tmp_path / f"cli_{name}"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(got, cli[:, :, [2, 1, 0, 3]])
+        if mode == "LA":  # grey: three equal colour samples
+            assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()
+
+
+def test_a_float_pil_image_stays_float():
+    """Mode F was converted to integers (values in [0, 1] became 0 or 1) and came back I;16."""
+    from PIL import Image as PILImage
+
+    x = np.linspace(0.1, 0.9, 16 * 16, dtype=np.float32).reshape(16, 16)
+    got = upscale(PILImage.fromarray(x, "F"), scale=2)
+    assert got.mode == "F" and got.size == (32, 32)
+    y = np.asarray(got)
+    assert 0.05 < y.min() and y.max() < 0.95 and len(np.unique(y)) > 100
+    np.testing.assert_allclose(y, upscale(x, scale=2), atol=1e-6)
