@@ -95,6 +95,9 @@ def upscale(
 
         if resolve_device(device) != _device_of(model):
             raise InvalidRequest(f"the model is on {_device_of(model)}, not on {device}")
+    shape = _shape_of(image)
+    if shape is not None:  # an impossible size is refused before the image is converted
+        sizing.target(*shape, max_pixels=max_output_pixels)
     src, restore = _to_image(image)
     out_size, factors = sizing.target(*src.size, max_pixels=max_output_pixels)
     from .inference import upscale_image
@@ -121,6 +124,17 @@ def _device_of(model: GSASR) -> torch.device:
 
 
 # ------------------------------------------------------------------ conversions
+
+
+def _shape_of(obj: Any) -> tuple[int, int] | None:
+    """(height, width) of an array or PIL image with pixels, read without converting it."""
+    if isinstance(obj, np.ndarray) and obj.ndim in (2, 3) and min(obj.shape[:2]) > 0:
+        return obj.shape[0], obj.shape[1]
+    size = getattr(obj, "size", None)  # PIL: (width, height)
+    if not isinstance(obj, (str, os.PathLike, np.ndarray)) and isinstance(size, tuple):
+        if len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size):
+            return size[1], size[0]
+    return None
 
 
 def _to_image(obj: Any) -> tuple[Image, Callable[[Image], Any]]:

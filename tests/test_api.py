@@ -173,3 +173,19 @@ def test_a_float_pil_image_stays_float():
     y = np.asarray(got)
     assert 0.05 < y.min() and y.max() < 0.95 and len(np.unique(y)) > 100
     np.testing.assert_allclose(y, upscale(x, scale=2), atol=1e-6)
+
+
+def test_a_size_past_the_limit_is_refused_before_converting(monkeypatch):
+    """The array was converted to float32 (3.5 GB for 12000 x 12000 x 3) before the output
+    limit, which needs only its shape, refused it."""
+    import gsasr_cli.api as api
+
+    def no_conversion(obj):
+        raise AssertionError("converted before the size check")
+
+    monkeypatch.setattr(api, "_to_image", no_conversion)
+    big = np.broadcast_to(np.uint8(7), (12000, 12000, 3))
+    with pytest.raises(InvalidRequest, match="over the limit"):
+        upscale(big, scale=2)
+    with pytest.raises(InvalidRequest, match="over the limit"):
+        upscale(PILImage.new("1", (12000, 12000)), scale=2)
