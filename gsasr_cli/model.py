@@ -388,6 +388,11 @@ def _initial_opacity_logit(cfg: ModelConfig) -> float:
     with the middle of the sigma range and no correlation. Rendering such a field with
     opacity 1 gives the coverage; opacity 1/coverage then reproduces the LR colours.
     """
+    with torch.device("cpu"):  # a number, also for a model built on the meta device
+        return _opacity_logit_on_cpu(cfg)
+
+
+def _opacity_logit_on_cpu(cfg: ModelConfig) -> float:
     n, g = 6, cfg.gaussians_per_pixel
     centres = (torch.arange(cfg.grid, dtype=torch.float64) + 0.5) / cfg.grid
     cy, cx = torch.meshgrid(centres, centres, indexing="ij")

@@ -48,32 +48,42 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k).float() for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
         fields = _config_fields(metadata)
         cfg = ModelConfig(**fields)
     except _NotWeights as exc:
         raise GsasrError(f"{path}: not a gsasr weights file ({exc})") from None
     except (OSError, ValueError, TypeError, SafetensorError) as exc:
         raise GsasrError(f"{path}: not a gsasr weights file ({exc})") from exc
-    model = GSASR(cfg)
-    bad = next((k for k, t in tensors.items() if not torch.isfinite(t).all()), None)
-    if bad is not None:
-        raise GsasrError(f"{path}: not a usable gsasr weights file (NaN or Inf in {bad})")
-    expected = dict(model.named_parameters())
-    wrong = [k for k, t in tensors.items() if k in expected and t.shape != expected[k].shape]
+    integer = next((k for k, t in tensors.items() if not t.is_floating_point()), None)
+    if integer is not None:
+        raise GsasrError(
+            f"{path}: not a gsasr weights file ({integer} holds {tensors[integer].dtype}, "
+            "not floating-point numbers)"
+        )
+    tensors = {k: t.float() for k, t in tensors.items()}
+    # Shapes first, on a model without memory: a small file may name a huge config.
+    with torch.device("meta"):
+        expected = {k: p.shape for k, p in GSASR(cfg).named_parameters()}
+    wrong = [k for k, t in tensors.items() if k in expected and t.shape != expected[k]]
     if wrong:
         raise GsasrError(
             f"{path}: not a gsasr weights file ({wrong[0]} has shape "
-            f"{tuple(tensors[wrong[0]].shape)}, the config needs {tuple(expected[wrong[0]].shape)})"
+            f"{tuple(tensors[wrong[0]].shape)}, the config needs {tuple(expected[wrong[0]])})"
         )
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
     # Buffers are derived from the config; every parameter must be in the file.
-    missing = [k for k in missing if k not in dict(model.named_buffers())]
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise GsasrError(
             f"{path}: weights do not match the model (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]})"
         )
+    bad = next((k for k, t in tensors.items() if not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise GsasrError(f"{path}: not a usable gsasr weights file (NaN or Inf in {bad})")
+    model = GSASR(cfg)
+    model.load_state_dict(tensors, strict=False)
     return model.to(device).eval()
 
 

@@ -268,6 +268,40 @@ def test_13_weights_with_impossible_configs_are_one_line(run_cli, tmp_path, weig
     assert code == 1 and "not a gsasr weights file" in err and len(err.splitlines()) == 1
 
 
+def test_13_a_small_file_naming_a_huge_config_costs_no_memory(tmp_path, weights_copy):
+    """The model was built before the file's tensors were checked: 100 bytes asking for
+    512 features, 128 blocks and 256 Gaussians a pixel took 3.9 GB and 27 s to refuse."""
+    tensors, meta = weights_copy
+    cfg = json.loads(meta["config"]) | {"n_feats": 512, "n_resblocks": 128, "grid": 8}
+    bad = tmp_path / "huge.safetensors"
+    save_file({"x": torch.zeros(1)}, str(bad), metadata=meta | {"config": json.dumps(cfg)})
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from gsasr_cli.errors import GsasrError\n"
+        "from gsasr_cli.weights_io import load_model\n"
+        "try:\n"
+        "    load_model(Path(sys.argv[1]))\n"
+        "except GsasrError as exc:\n"
+        "    print(exc)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(bad)], capture_output=True, text=True)
+    message, peak_mb = out.stdout.splitlines()
+    assert "weights do not match the model (missing" in message
+    assert int(peak_mb) < 1000  # the model alone would be 3.9 GB
+
+
+def test_13_weights_of_integers_are_refused(run_cli, tmp_path, weights_copy):
+    tensors, meta = weights_copy
+    name = next(iter(tensors))
+    bad = tmp_path / "int.safetensors"
+    save_file(tensors | {name: tensors[name].to(torch.int8)}, str(bad), metadata=meta)
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "--weights", str(bad)])
+    assert code == 1 and f"{name} holds torch.int8, not floating-point numbers" in err
+
+
 def test_6_non_finite_output_fails_the_file(monkeypatch, tmp_path, run_cli):
     from gsasr_cli import tiling
 
