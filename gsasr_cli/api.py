@@ -16,6 +16,7 @@ Errors are `GsasrError` (an image that cannot be read or upscaled) or `ValueErro
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidRequest
+from .errors import GsasrError, InvalidRequest
 from .imageio import Image, read_image
 from .options import AlphaMode, Precision, UpscaleOptions
 from .sizing import MAX_OUTPUT_PIXELS, Sizing
@@ -88,6 +89,12 @@ def upscale(
     """
     sizing = Sizing.of(scale=scale, width=width, height=height, size=size, fit=fit)
     options = _options(tile, precision, tta, alpha)
+    if isinstance(max_output_pixels, bool) or not isinstance(max_output_pixels, numbers.Integral):
+        raise InvalidRequest(f"max_output_pixels must be a whole number, got {max_output_pixels!r}")
+    from .model import GSASR
+
+    if model is not None and not isinstance(model, GSASR):
+        raise InvalidRequest(f"model must be one from load_model(), got {type(model).__name__}")
     if model is None:
         model = default_model(device)
     elif device != "auto":
@@ -222,7 +229,11 @@ def _from_pil(im: PILImage) -> tuple[Image, Callable[[Image], PILImage]]:
         img.alpha = a[:, :, 1].astype(np.float32) / 255.0
         back = mode
     elif mode in ("L", "RGB", "RGBA"):
-        img, _ = _from_array(np.asarray(im.convert(mode) if mode != im.mode else im))
+        try:  # a lazily opened file is decoded here
+            pixels = np.asarray(im.convert(mode) if mode != im.mode else im)
+        except OSError as exc:
+            raise GsasrError(f"PIL image: cannot be read ({exc})") from exc
+        img, _ = _from_array(pixels)
         back = mode
     else:
         raise InvalidRequest(f"PIL image mode {im.mode} is not supported")

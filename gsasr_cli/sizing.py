@@ -6,6 +6,7 @@ No torch here: the command line checks sizes before it imports anything heavy.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from .errors import InvalidRequest
@@ -55,7 +56,7 @@ class Sizing:
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if scale is not None:
-            if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
                 raise InvalidRequest(f"scale must be a number, got {scale!r}")
             if not (math.isfinite(scale) and scale >= 1):
                 raise InvalidRequest(f"scale must be a number >= 1, got {scale:g}")
@@ -68,6 +69,8 @@ class Sizing:
                 isinstance(box, tuple) and len(box) == 2 and all(map(_is_side, box))
             ):
                 raise InvalidRequest(f"{name} must be (width, height) in pixels, got {box!r}")
+        width, height = (None if v is None else int(v) for v in (width, height))
+        size, fit = (None if b is None else (int(b[0]), int(b[1])) for b in (size, fit))
         return cls(scale, width, height, size, fit)
 
     def target(
@@ -97,12 +100,12 @@ class Sizing:
         if max(out) > _MAX_SIDE:  # rounded from a side past any limit (--scale 1e308)
             at = f"x{scale[1]:g}" + (f" by x{scale[0]:g}" if scale[0] != scale[1] else "")
             raise InvalidRequest(
-                f"{width}x{height} at {at} is over the limit of {max_pixels / 1e6:,.0f} megapixels"
+                f"{width}x{height} at {at} is over the limit of {_megapixels(max_pixels)}"
             )
         if out[0] * out[1] > max_pixels:
             raise InvalidRequest(
-                f"{wh} is {out[0] * out[1] / 1e6:,.0f} megapixels, over the limit of "
-                f"{max_pixels / 1e6:,.0f}"
+                f"{wh} is {_megapixels(out[0] * out[1])}, over the limit of "
+                f"{_megapixels(max_pixels)}"
             )
         return out, scale
 
@@ -121,4 +124,11 @@ class Sizing:
 
 
 def _is_side(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_SIDE
+    """A whole number of pixels (int or NumPy integer) in [1, _MAX_SIDE]."""
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return whole and 1 <= int(value) <= _MAX_SIDE  # type: ignore[call-overload]
+
+
+def _megapixels(n: int) -> str:
+    """400,000,000 -> "400 megapixels"; 100 -> "100 pixels" (small limits stay readable)."""
+    return f"{n / 1e6:,.0f} megapixels" if n >= 10_000_000 else f"{n:,} pixels"

@@ -189,3 +189,33 @@ def test_a_size_past_the_limit_is_refused_before_converting(monkeypatch):
         upscale(big, scale=2)
     with pytest.raises(InvalidRequest, match="over the limit"):
         upscale(PILImage.new("1", (12000, 12000)), scale=2)
+
+
+def test_numpy_numbers_are_taken_as_scales_and_sizes():
+    """np.float32(2) and np.int64(40) were refused as "not a number"."""
+    x = np.random.default_rng(0).random((10, 12, 3), dtype=np.float32)
+    ref = upscale(x, scale=2)
+    np.testing.assert_array_equal(upscale(x, scale=np.float32(2)), ref)
+    np.testing.assert_array_equal(upscale(x, width=np.int64(24)), ref)
+    np.testing.assert_array_equal(upscale(x, size=(np.int32(24), np.uint16(20))), ref)
+    with pytest.raises(InvalidRequest, match="scale must be a number"):
+        upscale(x, scale=np.True_)
+    with pytest.raises(InvalidRequest, match="20x20 is 400 pixels, over the limit of 100 pixels"):
+        upscale(x[:10, :10], scale=2, max_output_pixels=100)
+
+
+def test_wrong_kinds_of_arguments_are_the_documented_errors(tmp_path):
+    """A string as the model raised AttributeError, max_output_pixels=None TypeError, and
+    a truncated file opened lazily by PIL an OSError."""
+    from PIL import Image as PILImage
+
+    x = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(InvalidRequest, match="model must be one from load_model"):
+        upscale(x, scale=2, model="foo")
+    with pytest.raises(InvalidRequest, match="max_output_pixels must be a whole number"):
+        upscale(x, scale=2, max_output_pixels=None)
+    buf = tmp_path / "t.png"
+    PILImage.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8)).save(buf)
+    buf.write_bytes(buf.read_bytes()[:400])
+    with PILImage.open(buf) as lazy, pytest.raises(GsasrError, match="PIL image: cannot be read"):
+        upscale(lazy, scale=2)
