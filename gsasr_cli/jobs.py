@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import re
+import stat
 import string
 import sys
 import time
@@ -317,10 +318,17 @@ def _job(
         rel = src.relative_to(root).parent if root is not None else Path()
         name = render_name(req.name or "{stem}{ext}", src, req.sizing.suffix(), out_ext)
         return Job(src, out / rel / name, out_ext, batch)
-    if os.path.exists(src) and not os.path.isfile(src):  # `<(cat a.png)`, a named pipe
+    if _is_pipe(src):  # `<(cat a.png)`, a named pipe
         raise UsageProblem(f"{src}: a pipe, with no output name of its own; needs -o FILE or -o -")
     name = render_name(req.name or "{stem}{suffix}{ext}", src, req.sizing.suffix(), out_ext)
     return Job(src, src.with_name(name), out_ext, batch)
+
+
+def _is_pipe(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def render_name(template: str, src: Path, suffix: str, ext: str) -> str:
