@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import multiprocessing
 import os
 import random
 import signal
@@ -27,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -217,30 +219,36 @@ class PatchSampler:
 class _Batches(torch.utils.data.IterableDataset):
     """An endless stream of a sampler's batches, for a DataLoader worker."""
 
-    def __init__(self, sampler: PatchSampler) -> None:
+    def __init__(self, sampler: PatchSampler, done: Any = None) -> None:
         self.sampler = sampler
+        self.done = done  # a multiprocessing Event: set when the trainer leaves its loop
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, tuple[float, float]]]:
         info = torch.utils.data.get_worker_info()
         if info is not None:  # each worker its own stream; one thread, beside the step's
             torch.set_num_threads(1)
-            # Ctrl-C for the whole process group is the trainer's to handle (it saves, then
-            # stops its workers). A TERM (to the group, or from the clean-up at the
-            # trainer's exit) ends a worker quietly: exit status 0 is no worker failure to
-            # the trainer, and a worker that ignored it kept a failed trainer from exiting.
+            # Ctrl-C or a TERM for the whole process group is the trainer's to handle (it
+            # saves, then stops its workers); a worker that died of it would crash it.
+            # Once the trainer has left its loop (done, or failed), a TERM ends the worker:
+            # the clean-up at the trainer's exit sends one and waits for it.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+            signal.signal(signal.SIGTERM, self._on_term)
             self.sampler.rng.seed(self.sampler.rng.random() + info.id)
         while True:
             yield self.sampler()
 
+    def _on_term(self, signum: int, frame: object) -> None:
+        if self.done is not None and self.done.is_set():
+            os._exit(0)
 
-def batches(sampler: PatchSampler, workers: int) -> Iterator:
-    """The sampler's batches, made `workers` processes ahead of the step (0: inline)."""
+
+def batches(sampler: PatchSampler, workers: int, done: Any = None) -> Iterator:
+    """The sampler's batches, made `workers` processes ahead of the step (0: inline).
+    Set `done` (a multiprocessing Event) when leaving the loop, so that the workers end."""
     if workers == 0:
         return iter(_Batches(sampler))
     loader = torch.utils.data.DataLoader(
-        _Batches(sampler), batch_size=None, num_workers=workers, prefetch_factor=4
+        _Batches(sampler, done), batch_size=None, num_workers=workers, prefetch_factor=4
     )
     return iter(loader)
 
@@ -545,7 +553,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         weights,
     )
     _check_crops(sampler, tc, args.data)
-    stream = batches(sampler, args.workers)
+    done = multiprocessing.Event()
+    stream = batches(sampler, args.workers, done)
     until = args.until or tc.steps
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else math.inf
     stop = _StopFlag()
@@ -585,6 +594,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         if step > start:
             save(step, time.monotonic() - t0)
     finally:
+        done.set()
         stop.restore()
     print(f"stopped at step {step} ({'interrupted' if stop.raised else 'done'})", file=sys.stderr)
 
