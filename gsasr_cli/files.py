@@ -135,6 +135,14 @@ def _kind(mode: int) -> str:
     return next((kind for test, kind in _KINDS if test(mode)), "special file")
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one existing file (links followed); False if either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_replaceable(path: Path) -> None:
     """GsasrError if `path` (through symlinks) is a device, pipe or socket: moving a file
     over one would break the system (`/dev/null`) or whoever reads the pipe, so it is

@@ -35,6 +35,7 @@ from .files import (
     make_folder,
     read_file,
     read_stdin,
+    same_file,
     write_atomic,
 )
 from .imageio import (
@@ -396,7 +397,7 @@ def _refuse_losses(job: Job, is_input: _InputTest, planned: _Outputs) -> Job:
         check_name(job.output)
     except GsasrError as exc:
         return _with_problem(job, str(exc))
-    if job.source is not None and _same_file(job.output, job.source):
+    if job.source is not None and same_file(job.output, job.source):
         return _with_problem(job, f"{job.output}: is the input itself; refusing to replace it")
     if is_input(job.output) and os.path.exists(job.output):
         return _with_problem(job, f"{job.output}: is an input of this run; refusing to replace it")
@@ -404,13 +405,6 @@ def _refuse_losses(job: Job, is_input: _InputTest, planned: _Outputs) -> Job:
     if prior is not None:
         return _with_problem(job, f"{job.output}: also the output of {prior}; not written twice")
     return job
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.exists(a) and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _with_problem(job: Job, problem: str) -> Job:
