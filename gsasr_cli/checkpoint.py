@@ -3,8 +3,10 @@
 One file holds the model and its EMA in float32, and optionally Adam's two moments; its
 metadata holds the model config, the training config, the step and the wall time so far.
 A run folder keeps the full file; the relay file committed to the repository drops the
-moments to stay small (about 11 MB for the shipped architecture), and a run resumed
-from it warms its learning rate up again while Adam re-learns them.
+moments to stay small, and a run resumed from it warms its learning rate up again while
+Adam re-learns them. EMA tensors that equal the model's (a frozen encoder's: the average
+of a constant is that constant, bit for bit) are stored once and named in the metadata,
+which keeps a 6-block decoder's relay file at about 8.6 MB instead of 13.4.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class Checkpoint:
 def save_checkpoint(ckpt: Checkpoint, path: Path, *, with_adam: bool = True) -> None:
     """Write `ckpt` to `path` atomically (a temporary file renamed over it)."""
     tensors = {f"model/{k}": v for k, v in ckpt.model.items()}
-    tensors |= {f"ema/{k}": v for k, v in ckpt.ema.items()}
+    same = sorted(k for k, v in ckpt.ema.items() if torch.equal(v, ckpt.model.get(k, v[:0])))
+    tensors |= {f"ema/{k}": v for k, v in ckpt.ema.items() if k not in same}
     if with_adam and ckpt.adam is not None:
         for k, (m, v) in ckpt.adam.items():
             tensors[f"adam/{k}/m"], tensors[f"adam/{k}/v"] = m, v
@@ -51,6 +54,7 @@ def save_checkpoint(ckpt: Checkpoint, path: Path, *, with_adam: bool = True) -> 
         "step": str(ckpt.step),
         "wall_s": f"{ckpt.wall_s:.1f}",
         "adam_steps": str(ckpt.adam_steps if with_adam and ckpt.adam is not None else 0),
+        "ema_as_model": json.dumps(same),
     }
     make_folder(path.parent, str(path))
     write_atomic(path, save(tensors, metadata=metadata))
@@ -67,6 +71,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         config = ModelConfig(**json.loads(meta["config"]))
         train = json.loads(meta["train"])
         step, wall_s, adam_steps = int(meta["step"]), float(meta["wall_s"]), int(meta["adam_steps"])
+        same = json.loads(meta.get("ema_as_model", "[]"))  # absent in files before it
+        if not isinstance(same, list) or not all(isinstance(k, str) for k in same):
+            raise ValueError("ema_as_model is not a list of names")
     except FileNotFoundError as exc:
         raise GsasrError(f"{path}: checkpoint not found") from exc
     except (OSError, KeyError, ValueError, TypeError, SafetensorError) as exc:
@@ -75,12 +82,14 @@ def load_checkpoint(path: Path) -> Checkpoint:
     def group(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
+    model = group("model/")
+    ema = group("ema/") | {k: model[k] for k in same if k in model}  # a missing one: load_into
     moments = group("adam/")
     adam = None
     if moments:
         names = {k.rsplit("/", 1)[0] for k in moments}
         adam = {n: (moments[f"{n}/m"], moments[f"{n}/v"]) for n in names}
-    return Checkpoint(group("model/"), group("ema/"), adam, adam_steps, config, train, step, wall_s)
+    return Checkpoint(model, ema, adam, adam_steps, config, train, step, wall_s)
 
 
 def model_state(model: GSASR) -> dict[str, torch.Tensor]:
