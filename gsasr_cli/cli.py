@@ -720,12 +720,15 @@ def _wh(size: list[int] | None) -> str:
 
 
 @app.command()
-def info() -> None:
-    """Versions, devices, the active rasterizer and the weights file."""
+def info(weights: WeightsOption = None) -> None:
+    """Versions, devices, the active rasterizer and the weights file (exit 1 if unusable)."""
     import torch
     from gsasr_kernels import rasterizer_path
 
-    from .weights_io import default_weights_path, sha256
+    from .weights_io import default_weights_path, describe, sha256
+
+    if weights is not None and not os.path.isfile(weights):
+        raise UsageProblem(f"{weights}: weights file not found")
 
     try:
         import triton
@@ -751,10 +754,21 @@ def info() -> None:
     for dev_type in (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]:
         name, why = rasterizer_path(dev_type)
         lines.append(f"rasterizer ({dev_type}) {name}: {why}")
-    path = default_weights_path()
+    path = weights or default_weights_path()
     lines.append(f"weights {path}")
-    lines.append(f"weights sha256 {sha256(path) if os.path.isfile(path) else 'missing'}")
+    problem = None
+    if os.path.isfile(path):
+        lines.append(f"weights sha256 {sha256(path)}")
+        try:
+            lines.append(f"weights model {describe(path)}")
+        except GsasrError as exc:
+            problem = exc
+    else:
+        lines.append("weights sha256 missing")
+        problem = GsasrError(f"{path}: weights file not found")
     print("\n".join(lines))
+    if problem is not None:
+        raise problem
 
 
 def main(argv: list[str] | None = None) -> None:

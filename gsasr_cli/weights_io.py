@@ -115,6 +115,21 @@ def _config_fields(metadata: dict[str, str]) -> dict:
     return fields
 
 
+def describe(path: Path) -> str:
+    """One line on what a weights file holds (loading it strictly); GsasrError if unusable."""
+    model = load_model(path)
+    with safe_open(str(path), framework="pt") as f:
+        steps = (f.metadata() or {}).get("steps", "")
+    cfg, g = model.cfg, model.cfg.gaussians_per_pixel
+    n = sum(p.numel() for p in model.parameters())
+    recorded = steps.isdigit() and len(steps) < 13
+    trained = f"{int(steps):,} training steps" if recorded else "training steps not recorded"
+    return (
+        f"{cfg.decoder_blocks}-block decoder, {g} Gaussian{'s' * (g != 1)} per LR pixel, "
+        f"{cfg.color} colours, {cfg.render} rendering; {n / 1e6:.2f} M parameters; {trained}"
+    )
+
+
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     digest = hashlib.sha256()

@@ -193,3 +193,24 @@ def test_info_reports_paths_and_weights(run_cli, capsys):
     assert "rasterizer (cpu) torch" in out
     sha = [line for line in out.splitlines() if line.startswith("weights sha256")][0]
     assert len(sha.split()[-1]) == 64
+    assert "weights model 2-block decoder, 4 Gaussians per LR pixel" in out
+
+
+def test_info_describes_given_weights_and_fails_on_unusable_ones(run_cli, tmp_path):
+    from gsasr_cli.model import GSASR, ModelConfig
+    from gsasr_cli.weights_io import save_weights
+
+    mine = tmp_path / "mine.safetensors"
+    save_weights(GSASR(ModelConfig(decoder_blocks=3, grid=1)), mine, extra={"steps": "1234"})
+    code, out, _ = run_cli(["info", "--weights", str(mine)])
+    assert code == 0 and f"weights {mine}\n" in out
+    assert "weights model 3-block decoder, 1 Gaussian per LR pixel" in out
+    assert "1,234 training steps" in out
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not weights" * 10)
+    code, out, err = run_cli(["info", "--weights", str(junk)])
+    assert code == 1 and f"weights {junk}" in out  # the report, then the one problem
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {junk}: not a gsasr weights file")
+    code, _, err = run_cli(["info", "--weights", str(tmp_path / "absent.safetensors")])
+    assert code == 2 and "absent.safetensors: weights file not found" in err
