@@ -127,7 +127,7 @@ def test_the_encoder_trains_at_its_own_rate(tiny_data, tmp_path):
 
 def test_a_relay_file_stores_a_frozen_encoder_once_and_fits_in_12_mb(tmp_path):
     """The EMA of a frozen encoder equals it bit for bit; a 6-block decoder's relay file
-    with both copies would be 13.4 MB, over the issue's 12 MB."""
+    with both copies would be 13.5 MB, over the issue's 12 MB."""
     from gsasr_cli.checkpoint import Checkpoint, load_checkpoint, model_state, save_checkpoint
 
     model = GSASR(ModelConfig(decoder_blocks=6))
