@@ -41,7 +41,8 @@ class Checkpoint:
 def save_checkpoint(ckpt: Checkpoint, path: Path, *, with_adam: bool = True) -> None:
     """Write `ckpt` to `path` atomically (a temporary file renamed over it)."""
     tensors = {f"model/{k}": v for k, v in ckpt.model.items()}
-    same = sorted(k for k, v in ckpt.ema.items() if torch.equal(v, ckpt.model.get(k, v[:0])))
+    model = ckpt.model
+    same = sorted(k for k, v in ckpt.ema.items() if k in model and torch.equal(v, model[k]))
     tensors |= {f"ema/{k}": v for k, v in ckpt.ema.items() if k not in same}
     if with_adam and ckpt.adam is not None:
         for k, (m, v) in ckpt.adam.items():

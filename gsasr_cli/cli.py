@@ -144,11 +144,16 @@ def _sizing(
         raise UsageProblem(f"{given[0]}: {exc}") from exc
 
 
+def _check_weights(weights: Path | None) -> None:
+    """A --weights file that is not there is a usage error."""
+    if weights is not None and not os.path.isfile(weights):
+        raise UsageProblem(f"{weights}: weights file not found")
+
+
 def _check_environment(device: str, weights: Path | None = None) -> None:
     """Usage errors that need no torch: a device name, GSASR_RASTERIZER's value, a
     weights file that is not there."""
-    if weights is not None and not os.path.isfile(weights):
-        raise UsageProblem(f"{weights}: weights file not found")
+    _check_weights(weights)
     if not _DEVICE.match(device):
         raise UsageProblem(f"--device {device}: use auto, cpu, cuda or cuda:N")
     mode = os.environ.get("GSASR_RASTERIZER", "auto").strip().lower() or "auto"
@@ -727,9 +732,7 @@ def info(weights: WeightsOption = None) -> None:
 
     from .weights_io import default_weights_path, describe, sha256
 
-    if weights is not None and not os.path.isfile(weights):
-        raise UsageProblem(f"{weights}: weights file not found")
-
+    _check_weights(weights)
     try:
         import triton
 

@@ -42,7 +42,12 @@ def save_weights(
 
 def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> GSASR:
     """Build the model described by a weights file and load it strictly, in float32."""
-    path = path or default_weights_path()
+    model, _ = _load(path or default_weights_path())
+    return model.to(device).eval()
+
+
+def _load(path: Path) -> tuple[GSASR, dict[str, str]]:
+    """The model of a weights file, on the CPU, and the file's metadata."""
     if not path.is_file():
         raise InvalidRequest(f"{path}: weights file not found")
     try:
@@ -84,7 +89,7 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
         raise GsasrError(f"{path}: not a usable gsasr weights file (NaN or Inf in {bad})")
     model = GSASR(cfg)
     model.load_state_dict(tensors, strict=False)
-    return model.to(device).eval()
+    return model, metadata
 
 
 class _NotWeights(Exception):
@@ -117,9 +122,8 @@ def _config_fields(metadata: dict[str, str]) -> dict:
 
 def describe(path: Path) -> str:
     """One line on what a weights file holds (loading it strictly); GsasrError if unusable."""
-    model = load_model(path)
-    with safe_open(str(path), framework="pt") as f:
-        steps = (f.metadata() or {}).get("steps", "")
+    model, metadata = _load(path)
+    steps = metadata.get("steps", "")
     cfg, g = model.cfg, model.cfg.gaussians_per_pixel
     n = sum(p.numel() for p in model.parameters())
     recorded = steps.isdigit() and len(steps) < 13
