@@ -425,7 +425,9 @@ def _local_engine(runner, jobs, threads: int) -> Iterator[Iterator]:
         import torch
 
         torch.set_num_threads(threads)
-    _check_rasterizer(runner.settings.device)
+    from .inference import check_rasterizer
+
+    check_rasterizer(runner.settings.device)  # GSASR_RASTERIZER=triton without CUDA: exit 2
     if not runner.settings.dry_run and any(j.problem is None for j in jobs.head):
         runner.preflight()  # a bad device, precision or weights path fails before any file
     yield (runner.run(job) for job in jobs)
@@ -477,21 +479,6 @@ def _peek(it) -> _Peeked:
     if not peeked.head:
         raise UsageProblem("no input image matched")
     return peeked
-
-
-def _check_rasterizer(device: str) -> None:
-    """GSASR_RASTERIZER=triton where Triton cannot run is a usage error, before the model."""
-    import torch
-    from gsasr_kernels import rasterizer_path
-
-    dev_type = (
-        "cuda"
-        if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
-    name, why = rasterizer_path(dev_type)
-    if name == "unavailable":
-        raise UsageProblem(why)
 
 
 def _progress(quiet: bool = False):

@@ -140,9 +140,11 @@ class UpscaleWorker:
         A problem comes back as {"error": message, "invalid": bool} for the driver."""
         import ray
 
+        from .inference import check_rasterizer
+
         info: dict[str, Any] = {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
         try:
-            _check_rasterizer(self.runner.settings.device)
+            check_rasterizer(self.runner.settings.device)
             if check:
                 self.runner.preflight()
         except GsasrError as exc:
@@ -152,18 +154,6 @@ class UpscaleWorker:
     def run(self, job: Job) -> Result:
         """One job, as the local engine runs it."""
         return self.runner.run(job)
-
-
-def _check_rasterizer(device: str) -> None:
-    import torch
-    from gsasr_kernels import rasterizer_path
-
-    dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    if device == "auto" and torch.cuda.is_available():
-        dev_type = "cuda"
-    name, why = rasterizer_path(dev_type)
-    if name == "unavailable":
-        raise InvalidRequest(why)
 
 
 # ---------------------------------------------------------------- driver side

@@ -14,7 +14,14 @@ from .options import DEFAULT_OPTIONS, AlphaMode, UpscaleOptions
 from .resize import imresize
 from .sizing import MAX_OUTPUT_PIXELS, Sizing, output_size
 
-__all__ = ["MAX_OUTPUT_PIXELS", "Sizing", "output_size", "resolve_device", "upscale_image"]
+__all__ = [
+    "MAX_OUTPUT_PIXELS",
+    "Sizing",
+    "check_rasterizer",
+    "output_size",
+    "resolve_device",
+    "upscale_image",
+]
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
@@ -41,6 +48,22 @@ def resolve_device(spec: str | torch.device) -> torch.device:
     return device
 
 
+def check_rasterizer(device: str | torch.device) -> None:
+    """InvalidRequest if GSASR_RASTERIZER names a rasterizer that cannot run on `device`
+    (a torch.device, or "auto", "cpu", "cuda" or "cuda:N" before it is resolved)."""
+    from gsasr_kernels import rasterizer_path
+
+    if isinstance(device, torch.device):
+        kind = device.type
+    elif device == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+    name, why = rasterizer_path(kind)
+    if name == "unavailable":
+        raise InvalidRequest(why)
+
+
 def upscale_image(
     model: GSASR,
     image: Image,
@@ -57,6 +80,7 @@ def upscale_image(
     """
     from .tiling import auto_tile, upscale_tiled
 
+    check_rasterizer(device)
     h, w = image.size
     if out_size == (h, w) and scale == (1.0, 1.0):  # x1 is the image itself, not a re-render
         alpha = None if image.alpha is None else image.alpha.copy()

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image as PILImage
 
 import gsasr_cli
@@ -219,3 +220,15 @@ def test_wrong_kinds_of_arguments_are_the_documented_errors(tmp_path):
     buf.write_bytes(buf.read_bytes()[:400])
     with PILImage.open(buf) as lazy, pytest.raises(GsasrError, match="PIL image: cannot be read"):
         upscale(lazy, scale=2)
+
+
+@pytest.mark.parametrize("value", ["bogus", "triton"])
+def test_an_unusable_rasterizer_choice_is_an_invalid_request(monkeypatch, value):
+    """GSASR_RASTERIZER naming what cannot run here is the library's own error, not a bare
+    ValueError from the kernels package, and it comes before any rendering."""
+    if value == "triton" and torch.cuda.is_available():
+        pytest.skip("triton runs here")
+    monkeypatch.setenv("GSASR_RASTERIZER", value)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(InvalidRequest, match="GSASR_RASTERIZER"):
+        upscale(np.zeros((8, 8, 3), np.uint8), scale=2, device="cpu")
