@@ -249,7 +249,8 @@ def upscale(
         bool,
         typer.Option(
             "--skip-existing",
-            help="Skip (exit 0) a single input whose output exists; batches always do.",
+            help="Skip (exit 0) a single input whose output exists; batches always do. An empty"
+            " output is never skipped.",
         ),
     ] = False,
     dry_run: Annotated[

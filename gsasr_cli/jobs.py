@@ -584,6 +584,13 @@ class Runner:
             self._exists(job)
 
     def _exists(self, job: Job) -> None:
+        with contextlib.suppress(OSError):  # an empty file is no finished result to keep
+            st = os.stat(job.output)  # type: ignore[arg-type]
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                raise GsasrError(
+                    f"{job.output}: exists but is empty, perhaps from an interrupted write "
+                    "(use --overwrite to replace it)"
+                )
         if job.batch or self.req.skip_existing:
             raise Skip(f"{job.output}: exists (use --overwrite to replace it)")
         raise GsasrError(f"{job.output}: output exists (use --overwrite to replace it)")

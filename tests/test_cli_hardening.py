@@ -674,3 +674,32 @@ def test_27_the_suffix_field_is_filled_in_folder_outputs(run_cli, tmp_path):
     code, _, err = run_cli([*args, "-o", str(tmp_path / "outd") + "/"])
     assert code == 0, err
     assert (tmp_path / "outd" / "b_x2_z.png").is_file()
+
+
+def test_an_empty_existing_output_is_a_failure_not_a_finished_skip(run_cli, tmp_path):
+    """A 0-byte file where an output goes is no result (gsasr writes atomically, so another
+    tool or a killed run left it): a rerun says so and exits 1 instead of skipping it as
+    done, leaves it alone, and still does the rest of the batch; --overwrite replaces it."""
+    src = tmp_path / "in"
+    write(src / "a.png")
+    write(src / "b.png", seed=1)
+    write(src / "c.png", seed=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"")  # empty: not done
+    write(out / "c.png", seed=3)  # a real earlier result: skipped as before
+    done = (out / "c.png").read_bytes()
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(out)])
+    assert code == 1
+    assert f"{out / 'a.png'}: exists but is empty" in err
+    assert (out / "a.png").stat().st_size == 0
+    assert cv2.imread(str(out / "b.png")).shape == (24, 32, 3)
+    assert (out / "c.png").read_bytes() == done
+    for single in (["--skip-existing"], []):
+        code, _, err = run_cli(
+            ["upscale", str(src / "a.png"), "-s", "2", "-o", str(out / "a.png"), *single]
+        )
+        assert code == 1 and "exists but is empty" in err
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(out), "--overwrite"])
+    assert code == 0, err
+    assert cv2.imread(str(out / "a.png")).shape == (24, 32, 3)
