@@ -57,12 +57,17 @@ app = typer.Typer(
 )
 err = Console(stderr=True, highlight=False, emoji=False)
 # Control characters (a file named with ESC or a newline) are shown escaped, never sent
-# to the terminal: they could rewrite it or split a line.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# to the terminal: they could rewrite it or split a line. So are the bytes of a name that
+# is not UTF-8 (lone surrogates in Python, which a strict stream cannot encode): as \xNN.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
 
 
 def _visible(text: str) -> str:
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    def escape(m: re.Match[str]) -> str:
+        c = ord(m.group())
+        return f"\\x{c - 0xDC00:02x}" if c >= 0xDC80 else repr(m.group())[1:-1]
+
+    return _CONTROL.sub(escape, text)
 
 
 def _say(text: str, console: Console = err) -> None:

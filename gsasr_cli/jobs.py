@@ -119,10 +119,34 @@ class Result:
     invalid: bool = False  # failed because the request cannot work for it (exit 2)
 
     def to_json(self) -> dict[str, Any]:
+        """The record for --json; strictly UTF-8 even for names that are not: such a name
+        reads with U+FFFD in `input`/`output`, its exact bytes in `input_bytes`/
+        `output_bytes` (base64), and U+FFFD in messages (lone surrogates break many
+        JSON parsers)."""
+        import base64
+
         record = asdict(self)
         del record["invalid"]
         record["status"] = self.status.value
+        for key in ("input", "output"):
+            name = record[key]
+            if name is not None and name != _utf8(name):
+                record[key] = _utf8(name)
+                record[f"{key}_bytes"] = base64.b64encode(os.fsencode(name)).decode("ascii")
+        if record["error"] is not None:
+            record["error"] = _utf8(record["error"])
+        record["warnings"] = [_utf8(w) for w in record["warnings"]]
         return record
+
+
+def _utf8(text: str) -> str:
+    """`text` with the bytes that a non-UTF-8 file name left as lone surrogates shown as
+    U+FFFD."""
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name makes
+        data = text.encode("utf-8", "replace")
+    return data.decode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------- planning

@@ -104,6 +104,42 @@ def test_json_record_fields(run_cli, tmp_path, capsys):
     assert cv2.imread(record["output"]).shape == (20, 40, 3)
 
 
+def test_json_records_are_strict_utf8_for_names_that_are_not(run_cli, tmp_path):
+    """A file name that is not UTF-8 (here the byte 0xff) must not put lone surrogates
+    (\\udcff) in --json lines, which strict parsers reject: the names read with U+FFFD and
+    carry their exact bytes in base64; a failure's message too is clean UTF-8."""
+    import base64
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = os.fsencode(folder) + b"/ok\xff.png"
+    bad = os.fsencode(folder) + b"/bad\xfe.png"
+    ok, buf = cv2.imencode(".png", small())
+    assert ok
+    with open(good, "wb") as f:
+        f.write(buf.tobytes())
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["upscale", str(folder), "-s", "2", "-o", str(out), "--json"])
+    assert code == 1
+    assert "bad\\xfe.png: not a readable image" in err  # the byte, as a strict stream can
+    assert "\\ud" not in stdout  # no escaped surrogate anywhere
+    records = {}
+    for line in stdout.splitlines():
+        record = json.loads(line)
+        records[base64.b64decode(record["input_bytes"])] = record
+    assert set(records) == {good, bad}
+    assert records[good]["status"] == "ok" and records[good]["input"].endswith("ok\ufffd.png")
+    written = base64.b64decode(records[good]["output_bytes"])
+    assert written == os.fsencode(out) + b"/ok\xff.png" and os.path.isfile(written)
+    assert records[bad]["status"] == "failed" and "bad\ufffd.png" in records[bad]["error"]
+    assert "input_bytes" not in json.loads(  # a UTF-8 name has no bytes field
+        run_cli(["upscale", str(write(tmp_path / "é.png", small())), "-s", "2", "--json"])[1]
+    )
+
+
 @pytest.mark.parametrize(
     "flag,value,shape",
     [("--width", "40", (30, 40)), ("--height", "30", (30, 40)), ("--size", "33x17", (17, 33))],
