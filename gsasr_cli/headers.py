@@ -306,8 +306,14 @@ def _jpeg(b, name: str, warn: Warn) -> ImageInfo:
 # ------------------------------------------------------------------ TIFF
 
 
+# ImageWidth, ImageLength, BitsPerSample, SamplesPerPixel, RowsPerStrip, TileWidth and
+# TileLength: what the pixel limits are judged by must be what the decoder reads.
+_TIFF_SIZE_TAGS = frozenset((256, 257, 258, 277, 278, 322, 323))
+
+
 def _tiff_ifd0(b) -> dict[int, int]:
-    """The integer-valued tags of IFD0 (the first value of each)."""
+    """The integer-valued tags of IFD0 (the first value of each); a size tag given twice
+    is refused."""
     big = bytes(b[:2]) == b"MM"
     e8 = ">Q" if big else "<Q"
     if _u16(b, 2, big) == 43:  # BigTIFF
@@ -322,6 +328,8 @@ def _tiff_ifd0(b) -> dict[int, int]:
     for i in range(count):
         e = first + i * step
         tag, typ = _u16(b, e, big), _u16(b, e + 2, big)
+        if tag in tags and tag in _TIFF_SIZE_TAGS:  # decoders differ on which one counts
+            raise _Bad(f"tag {tag} given twice in IFD0")
         if typ == 3:  # SHORT
             tags[tag] = _u16(b, e + at, big)
         elif typ == 4:  # LONG

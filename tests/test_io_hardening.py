@@ -211,6 +211,31 @@ def test_bombs_are_refused_from_the_header(kind, tmp_path):
         probe_image(path)
 
 
+def duplicated_size_tiff(side: int) -> bytes:
+    """A deflated grey TIFF of side x side zeros whose IFD0 gives ImageWidth and
+    ImageLength twice: first side, then 16. libtiff decodes by the first."""
+    z = zlib.compressobj(9)
+    data = b"".join(z.compress(bytes(side)) for _ in range(side)) + z.flush()
+    n = 11
+    at = 8 + 2 + 12 * n + 4
+
+    def e(tag: int, typ: int, value: int) -> bytes:
+        return struct.pack("<HHII", tag, typ, 1, value)
+
+    entries = [e(256, 4, side), e(256, 4, 16), e(257, 4, side), e(257, 4, 16), e(258, 3, 8)]
+    entries += [e(259, 3, 8), e(262, 3, 1), e(273, 4, at), e(277, 3, 1), e(278, 4, side)]
+    entries += [e(279, 4, len(data))]
+    return b"II*\0" + struct.pack("<IH", 8, n) + b"".join(entries) + bytes(4) + data
+
+
+def test_a_tiff_that_gives_its_size_twice_is_refused_before_decoding():
+    """The header reader kept the last ImageWidth/ImageLength (16x16) while libtiff
+    decodes by the first: a 389 KB file claiming 16x16 was decoded at 20000x20000
+    (1 GB) before the check after decoding refused it."""
+    with pytest.raises(GsasrError, match=r"^t\.tif: .*tag 256 given twice"):
+        decode(duplicated_size_tiff(3000), "t.tif")
+
+
 def test_bombs_cost_no_memory(tmp_path):
     """In a fresh process: refusing every bomb, a 20000^2 PNG of zeros included, keeps
     the peak RSS near the interpreter's own (it was 4-5 GB)."""
