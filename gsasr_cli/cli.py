@@ -687,14 +687,14 @@ def eval_(
 def _check_report_paths(reports: dict[str, Path | None], inputs: list[Path]) -> None:
     """`gsasr eval`'s report files replace what is there, but never an input (an image
     being scored, the weights), each other, or a device or pipe: refused before any work."""
-    from .files import check_replaceable, same_file
+    from .files import check_replaceable, real_path, same_file
 
     given = [(flag, path) for flag, path in reports.items() if path is not None]
     for i, (flag, path) in enumerate(given):
         if any(same_file(path, q) for q in inputs):
             raise UsageProblem(f"{flag} {path}: is an input of this run; give another file")
         for other, q in given[:i]:
-            if same_file(path, q) or path.resolve() == q.resolve():
+            if same_file(path, q) or real_path(path) == real_path(q):
                 raise UsageProblem(f"{flag} {path}: also given to {other}; give two files")
         try:
             check_replaceable(path)

@@ -160,13 +160,19 @@ def check_replaceable(path: Path) -> None:
             raise GsasrError(f"{path}: cannot write (a {kind}, not a file; not replaced)")
 
 
+def real_path(path: str | os.PathLike[str]) -> Path:
+    """`path` absolute, its symlinks followed as far as they lead. Unlike `Path.resolve`,
+    which raises RuntimeError for a symlink loop on Python 3.11, it never fails."""
+    return Path(os.path.realpath(path))
+
+
 def destination(path: Path) -> Path:
     """Where an output named `path` is to be put: `path` itself, or the file a symlink
     there names (written through, the link stays: `/dev/stdout` is one; a dangling link
     is replaced). GsasrError for a device, pipe or socket (`check_replaceable`)."""
     check_replaceable(path)
     if os.path.islink(path) and os.path.exists(path):
-        return Path(os.path.realpath(path))
+        return real_path(path)
     return Path(path)
 
 

@@ -35,6 +35,7 @@ from .files import (
     make_folder,
     read_file,
     read_stdin,
+    real_path,
     same_file,
     write_atomic,
 )
@@ -235,7 +236,7 @@ def walk(
             if is_dir:
                 if recursive and not entry.name.startswith(".") and not keep.excluded(sub):
                     path = Path(entry.path)
-                    if path.resolve() not in skip:
+                    if real_path(path) not in skip:
                         subdirs.append((path, sub + "/"))
             elif is_file and keep.wanted(sub):
                 yield Path(entry.path)
@@ -289,8 +290,8 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
     # own outputs); one that is an input folder itself stays an input, and guarded.
     skip: set[Path] = set()
     if to_folder and out is not None:
-        target = out.resolve()
-        if any(target != f.resolve() and target.is_relative_to(f.resolve()) for f in folders):
+        target = real_path(out)
+        if any(target != real_path(f) and target.is_relative_to(real_path(f)) for f in folders):
             skip.add(target)
     is_input = _InputTest(inputs, req.recursive, keep, skip)
     planned = _Outputs()
@@ -380,12 +381,12 @@ class _InputTest:
     """Whether a path is one of this run's inputs, without listing them all."""
 
     def __init__(self, inputs: list[str], recursive: bool, keep: _Filter, skip: set[Path]) -> None:
-        self.files = {Path(i).resolve() for i in inputs if i != STDIO and not os.path.isdir(i)}
-        self.folders = [Path(i).resolve() for i in inputs if i != STDIO and os.path.isdir(i)]
+        self.files = {real_path(i) for i in inputs if i != STDIO and not os.path.isdir(i)}
+        self.folders = [real_path(i) for i in inputs if i != STDIO and os.path.isdir(i)]
         self.recursive, self.keep, self.skip = recursive, keep, skip
 
     def __call__(self, path: Path) -> bool:
-        p = path.resolve()
+        p = real_path(path)
         if p in self.files:
             return True
         if any(p.is_relative_to(s) for s in self.skip):  # the output tree is not scanned
@@ -528,7 +529,7 @@ class Runner:
         an output that exists and is not to be replaced (the first check of a run)."""
         if job.problem is not None:
             return True
-        return job.output is not None and not self.req.overwrite and os.path.exists(job.output)
+        return job.output is not None and not self.req.overwrite and os.path.lexists(job.output)
 
     def run(self, job: Job) -> Result:
         """One job, start to finish; every problem ends in the Result, never raised."""
@@ -551,7 +552,7 @@ class Runner:
     def _run(self, job: Job, r: Result) -> None:
         req, st = self.req, self.settings
         warn = r.warnings.append
-        if job.output is not None and os.path.exists(job.output) and not req.overwrite:
+        if job.output is not None and os.path.lexists(job.output) and not req.overwrite:
             self._exists(job)
         if job.output is not None:
             check_replaceable(job.output)  # before any work, as write_atomic would refuse
@@ -608,7 +609,14 @@ class Runner:
             self._exists(job)
 
     def _exists(self, job: Job) -> None:
-        with contextlib.suppress(OSError):  # an empty file is no finished result to keep
+        """Something is at the output: Skip it (a batch, --skip-existing) or fail. An empty
+        file or a symlink to nothing is no finished result, so it is a failure either way."""
+        if not os.path.exists(job.output):  # type: ignore[arg-type]
+            raise GsasrError(
+                f"{job.output}: a symbolic link that leads to no file (its target is missing, "
+                "or a loop); not replaced (use --overwrite to replace the link)"
+            )
+        with contextlib.suppress(OSError):
             st = os.stat(job.output)  # type: ignore[arg-type]
             if stat.S_ISREG(st.st_mode) and st.st_size == 0:
                 raise GsasrError(

@@ -36,6 +36,7 @@ from gsasr_kernels import axis_map
 
 from .checkpoint import Checkpoint, load_checkpoint, load_into, model_state, save_checkpoint
 from .errors import GsasrError, UsageProblem
+from .files import real_path
 from .grow import grow
 from .model import COLOR_MODES, GSASR, RENDER_MODES, ModelConfig
 from .resize import imresize
@@ -457,9 +458,9 @@ def _check_leg(args: argparse.Namespace) -> None:
     relay = args.relay_file
     if relay is not None:
         taken = [args.out / "checkpoint.safetensors", args.out / "ema.safetensors"]
-        if any(relay.resolve() == t.resolve() for t in taken):
+        if any(real_path(relay) == real_path(t) for t in taken):
             raise UsageProblem(f"--relay-file {relay}: the run folder's own file; give another")
-        if os.path.isdir(args.data) and relay.resolve().is_relative_to(args.data.resolve()):
+        if os.path.isdir(args.data) and real_path(relay).is_relative_to(real_path(args.data)):
             raise UsageProblem(f"--relay-file {relay}: inside the training data; give another")
 
 

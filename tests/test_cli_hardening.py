@@ -703,3 +703,44 @@ def test_an_empty_existing_output_is_a_failure_not_a_finished_skip(run_cli, tmp_
     code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(out), "--overwrite"])
     assert code == 0, err
     assert cv2.imread(str(out / "a.png")).shape == (24, 32, 3)
+
+
+def test_symlink_loops_and_dangling_links_are_one_line_per_file(run_cli, tmp_path):
+    """A symlink loop among the inputs or at an output crashed the whole run with a
+    traceback (Path.resolve raises RuntimeError for a loop on Python 3.11); a symlink to a
+    missing file at an output was skipped as "exists" after the work, so the result was
+    dropped and the batch exited 0."""
+    good = write(tmp_path / "good.png")
+    loop = tmp_path / "loop"
+    loop.mkdir()
+    (loop / "b.png").symlink_to(loop / "a.png")
+    (loop / "a.png").symlink_to(loop / "b.png")
+    code, _, err = run_cli(
+        ["upscale", str(good), str(loop / "b.png"), "-s", "2", "-o", str(tmp_path / "lb") + "/"]
+    )
+    assert code == 1 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(loop / "b.png") in errors[0], err
+    assert cv2.imread(str(tmp_path / "lb" / "good.png")).shape == (24, 32, 3)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "z1.png").symlink_to(out / "z2.png")
+    (out / "z2.png").symlink_to(out / "z1.png")
+    code, _, err = run_cli(["upscale", str(good), "-s", "2", "-o", str(out / "z1.png")])
+    assert code == 1 and "Traceback" not in err and "leads to no file" in err
+
+    src = tmp_path / "src"
+    write(src / "s0.png")
+    write(src / "s1.png", seed=1)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "s0.png").symlink_to(tmp_path / "nowhere" / "s0.png")
+    code, stdout, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(dst), "--json"])
+    records = {Path(r["input"]).name: r for r in map(json.loads, stdout.splitlines())}
+    assert code == 1 and records["s0.png"]["status"] == "failed"
+    assert "leads to no file" in records["s0.png"]["error"] and records["s0.png"]["seconds"] < 1
+    assert records["s1.png"]["status"] == "ok" and (dst / "s0.png").is_symlink()
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(dst), "--overwrite"])
+    assert code == 0, err
+    assert not (dst / "s0.png").is_symlink() and cv2.imread(str(dst / "s0.png")) is not None
