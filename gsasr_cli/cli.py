@@ -214,7 +214,8 @@ def upscale(
         str | None,
         typer.Option(
             help="Output name template: {stem}, {suffix} (_x3.7, _w1920...), {ext} (.png); "
-            r"e.g. '{stem}_big{ext}' [default: {stem}{suffix}{ext}, in -o DIR {stem}{ext}].",
+            r"e.g. '{stem}_big{ext}'; one ending in .jpg (etc.) sets the format "
+            r"[default: {stem}{suffix}{ext}, in -o DIR {stem}{ext}].",
             metavar="TEMPLATE",
         ),
     ] = None,

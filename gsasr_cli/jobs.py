@@ -258,6 +258,9 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
     a request that cannot work at all; a job that would lose data carries a `problem`."""
     ext = format_ext(req.fmt) if req.fmt else None
     _check_template(req.name)
+    name_ext = _template_ext(req.name)
+    if ext is not None and name_ext is not None and FORMATS[ext][0] != FORMATS[name_ext][0]:
+        raise UsageProblem(f"--name {req.name!r} and --format {req.fmt} disagree; give one of them")
     if not inputs:
         raise UsageProblem("no input given")
     folders = [Path(i) for i in inputs if i != STDIO and os.path.isdir(i)]
@@ -296,7 +299,7 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
     is_input = _InputTest(inputs, req.recursive, keep, skip)
     planned = _Outputs()
     for src, root in _sources(inputs, req, keep, skip):
-        job = _job(src, root, req, ext, out, to_folder, batch)
+        job = _job(src, root, req, ext, name_ext, out, to_folder, batch)
         if job.output is not None and job.problem is None:
             job = _refuse_losses(job, is_input, planned)
         yield job
@@ -322,10 +325,12 @@ def _job(
     root: Path | None,
     req: Request,
     ext: str | None,
+    name_ext: str | None,
     out: Path | None,
     to_folder: bool,
     batch: bool,
 ) -> Job:
+    """`ext` is --format's, `name_ext` the one --name ends in (used where --name is)."""
     if src is None:  # standard input
         if req.output is None:
             raise UsageProblem("standard input needs -o FILE or -o -")
@@ -335,11 +340,11 @@ def _job(
         if to_folder:
             raise UsageProblem("standard input needs -o FILE (a file name, not a folder)")
         return Job(None, out, ext or output_ext(out), False)
-    out_ext = ext or _ext_like(src)
     if req.output == STDIO:
-        return Job(src, None, out_ext, False)
+        return Job(src, None, ext or _ext_like(src), False)
     if out is not None and not to_folder:
         return Job(src, out, ext or output_ext(out), False)
+    out_ext = ext or name_ext or _ext_like(src)
     if out is not None:  # into a folder: mirror the tree below a folder input
         rel = src.relative_to(root).parent if root is not None else Path()
         name = render_name(req.name or "{stem}{ext}", src, req.sizing.suffix(), out_ext)
@@ -375,6 +380,16 @@ def _check_template(template: str | None) -> None:
             f"--name {template!r}: use {{stem}} and optionally {{suffix}} and {{ext}}, "
             "no folders, e.g. '{stem}_big{ext}'"
         )
+
+
+def _template_ext(template: str | None) -> str | None:
+    """The output extension a --name template spells out at its end ('{stem}.jpg'), if
+    it is an output format: the files it names are written in that format."""
+    if template is None:
+        return None
+    *_, (tail, field_name, _, _) = string.Formatter().parse(template)
+    suffix = Path("x" + tail).suffix.lower() if field_name is None else ""
+    return suffix if suffix in FORMATS else None
 
 
 class _InputTest:

@@ -744,3 +744,63 @@ def test_symlink_loops_and_dangling_links_are_one_line_per_file(run_cli, tmp_pat
     code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(dst), "--overwrite"])
     assert code == 0, err
     assert not (dst / "s0.png").is_symlink() and cv2.imread(str(dst / "s0.png")) is not None
+
+
+def test_an_extension_in_name_decides_the_format(run_cli, tmp_path):
+    """`--name '{stem}.jpg'` wrote PNG bytes under .jpg, and `--format jpg --name
+    '{stem}.tif'` JPEG bytes under .tif, both with exit 0; -o FILE with a clashing
+    --format was already refused."""
+    src = write(tmp_path / "a.png")
+    code, _, err = run_cli(
+        ["upscale", str(src), "-s", "2", "-o", str(tmp_path / "fm") + "/", "--name", "{stem}.jpg"]
+    )
+    assert code == 0, err
+    assert (tmp_path / "fm" / "a.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "--name", "{stem}_big.WEBP"])
+    assert code == 0, err
+    assert (tmp_path / "a_big.WEBP").read_bytes()[8:12] == b"WEBP"
+    code, _, err = run_cli(
+        [
+            "upscale",
+            str(src),
+            "-s",
+            "2",
+            "-o",
+            str(tmp_path / "fm2") + "/",
+            "--format",
+            "jpg",
+            "--name",
+            "{stem}.tif",
+        ]
+    )
+    assert code == 2 and "disagree" in err and not (tmp_path / "fm2").exists()
+    code, _, err = run_cli(
+        [
+            "upscale",
+            str(src),
+            "-s",
+            "2",
+            "-o",
+            str(tmp_path / "fm3") + "/",
+            "--format",
+            "jpeg",
+            "--name",
+            "{stem}.JPG",
+        ]
+    )
+    assert code == 0, err
+    assert (tmp_path / "fm3" / "a.JPG").read_bytes()[:3] == b"\xff\xd8\xff"
+    # A name that ends in its {ext} field, or in no format, keeps the input's format.
+    code, _, err = run_cli(
+        [
+            "upscale",
+            str(src),
+            "-s",
+            "2",
+            "-o",
+            str(tmp_path / "fm4") + "/",
+            "--name",
+            "{stem}.v2{ext}",
+        ]
+    )
+    assert code == 0 and (tmp_path / "fm4" / "a.v2.png").read_bytes()[:4] == b"\x89PNG"
