@@ -173,9 +173,10 @@ def _from_array(a: np.ndarray) -> tuple[Image, Callable[[Image], np.ndarray]]:
         raise InvalidRequest(f"array of shape {a.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
     if min(a.shape[:2]) < 1:
         raise InvalidRequest(f"array of shape {a.shape} has no pixels")
-    if a.dtype == np.uint8:
+    native = a.dtype.newbyteorder("=")  # a big-endian ">u2" is uint16 too
+    if native == np.uint8:
         bits, x = 8, planes.astype(np.float32) / 255.0
-    elif a.dtype == np.uint16:
+    elif native == np.uint16:
         bits, x = 16, planes.astype(np.float32) / 65535.0
     elif np.issubdtype(a.dtype, np.floating):
         x = planes.astype(np.float32)
@@ -202,8 +203,9 @@ def _pack(r: Image, dtype: Any, layout: str) -> np.ndarray:
     if layout == "grey":
         x = x[:, :, 0]
     dtype = np.dtype(dtype)
-    if dtype == np.uint8 or dtype == np.uint16:
-        peak = 255.0 if dtype == np.uint8 else 65535.0
+    native = dtype.newbyteorder("=")
+    if native == np.uint8 or native == np.uint16:
+        peak = 255.0 if native == np.uint8 else 65535.0
         return np.rint(x * peak).astype(dtype)
     return x.astype(dtype)
 
@@ -221,8 +223,13 @@ def _from_pil(im: PILImage) -> tuple[Image, Callable[[Image], PILImage]]:
         back = mode
     elif mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         a = np.asarray(im.convert("I") if im.mode != "I" else im, dtype=np.int64)
-        img, _ = _from_array(np.clip(a, 0, 65535).astype(np.uint16))
-        back = "I;16"
+        if a.size and (a.min() < 0 or a.max() > 65535):  # clipping would change the image
+            raise InvalidRequest(
+                f"PIL image mode {im.mode}: samples must be 0-65535 (16-bit), "
+                f"got {a.min()} to {a.max()}"
+            )
+        img, _ = _from_array(a.astype(np.uint16))
+        back = "I" if im.mode == "I" else "I;16"
     elif mode == "LA":  # grey plus alpha
         a = np.asarray(im.convert("LA"))
         img, _ = _from_array(a[:, :, 0])
@@ -241,8 +248,9 @@ def _from_pil(im: PILImage) -> tuple[Image, Callable[[Image], PILImage]]:
     def restore(r: Image) -> PILImage:
         if back == "F":
             return PIL.fromarray(_pack(r, np.float32, "grey"), "F")
-        if back == "I;16":
-            return PIL.fromarray(_pack(r, np.uint16, "grey"))
+        if back in ("I", "I;16"):
+            grey = _pack(r, np.uint16, "grey")
+            return PIL.fromarray(grey.astype(np.int32), "I") if back == "I" else PIL.fromarray(grey)
         if back == "LA":
             grey = _pack(r, np.uint8, "grey")
             assert r.alpha is not None

@@ -63,12 +63,31 @@ def test_arrays_keep_dtype_and_layout(photo, shape, dtype):
         assert out[:, 0, 3].max() < 0.05 and out[:, -1, 3].min() > 0.95
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16", "1", "CMYK"])
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16", "I", "1", "CMYK"])
 def test_pil_images_keep_their_mode(photo, mode):
     im = PILImage.fromarray(photo).convert(mode)
     out = upscale(im, scale=2, model=MODEL)
     want = {"P": "RGB", "1": "L", "CMYK": "RGB"}.get(mode, mode)
     assert isinstance(out, PILImage.Image) and out.mode == want and out.size == (48, 36)
+
+
+def test_mode_i_keeps_its_values_or_is_refused(photo):
+    """Mode I came back as I;16, and samples above 65535 were clipped without a word."""
+    grey = np.asarray(PILImage.fromarray(photo).convert("L"), np.int32) * 257
+    out = upscale(PILImage.fromarray(grey, "I"), scale=1, model=MODEL)
+    assert out.mode == "I"
+    np.testing.assert_array_equal(np.asarray(out), grey)
+    with pytest.raises(InvalidRequest, match="0-65535"):
+        upscale(PILImage.fromarray(grey * 10, "I"), scale=2, model=MODEL)
+
+
+def test_a_big_endian_uint16_array_is_uint16(photo):
+    """A '>u2' array was refused as an unsupported dtype; it comes back in its own order."""
+    native = photo.astype(np.uint16) * 257
+    swapped = native.astype(">u2")
+    out = upscale(swapped, scale=2, model=MODEL)
+    assert out.dtype == np.dtype(">u2")
+    np.testing.assert_array_equal(out, upscale(native, scale=2, model=MODEL))
 
 
 def test_a_path_gives_an_array_with_orientation_applied(photo, tmp_path):
