@@ -21,6 +21,7 @@ import os
 import re
 import stat
 import struct
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,9 +134,16 @@ PixelLimit = int | None  # None: no limit
 
 
 def _warner(on_warning: Warn | None) -> Warn:
-    if on_warning is not None:
-        return on_warning
-    return lambda message: warnings.warn(message, GsasrWarning, stacklevel=3)
+    return on_warning if on_warning is not None else _warn
+
+
+def _warn(message: str) -> None:
+    """A GsasrWarning attributed to the first caller outside gsasr_cli (the line of the
+    user's code that asked for the image), however deep the call was made."""
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("gsasr_cli."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, GsasrWarning, stacklevel=level)
 
 
 # ------------------------------------------------------------------ reading

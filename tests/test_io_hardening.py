@@ -670,8 +670,20 @@ def test_codec_complaints_become_one_line_naming_the_file(capfd):
 
 def test_warnings_without_a_callback_are_python_warnings():
     frames = [PILImage.fromarray(rgb8(seed=i)) for i in range(3)]
-    with pytest.warns(GsasrWarning, match=r"^a.gif: animated, 3 frames; only the first"):
+    with pytest.warns(GsasrWarning, match=r"^a.gif: animated, 3 frames; only the first") as w:
         decode(pil_bytes(frames, "GIF"), "a.gif")
+    assert w[0].filename == __file__  # the caller's line, not one inside gsasr_cli
+
+
+def test_api_warnings_point_at_the_callers_line(tmp_path):
+    """upscale(path) warned from a gsasr_cli source line, whatever the call depth."""
+    from gsasr_cli import upscale
+
+    path = tmp_path / "a.gif"
+    path.write_bytes(pil_bytes([PILImage.fromarray(rgb8(seed=i)) for i in range(2)], "GIF"))
+    with pytest.warns(GsasrWarning, match="only the first") as w:
+        upscale(str(path), scale=1)
+    assert w[0].filename == __file__
 
 
 def test_nan_is_written_as_black_without_numpy_warnings():
