@@ -22,6 +22,7 @@ import re
 import stat
 import struct
 import sys
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,7 +141,8 @@ def _warner(on_warning: Warn | None) -> Warn:
 def _warn(message: str) -> None:
     """A GsasrWarning attributed to the first caller outside gsasr_cli (the line of the
     user's code that asked for the image), however deep the call was made."""
-    level, frame = 1, sys._getframe(0)
+    level = 1
+    frame: types.FrameType | None = sys._getframe(0)
     while frame is not None and frame.f_globals.get("__name__", "").startswith("gsasr_cli."):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, GsasrWarning, stacklevel=level)
