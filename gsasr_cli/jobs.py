@@ -36,6 +36,7 @@ from .files import (
     read_file,
     read_stdin,
     real_path,
+    reason,
     same_file,
     write_atomic,
 )
@@ -209,10 +210,16 @@ class _Filter:
         return Path(name).suffix.lower() in INPUT_SUFFIXES
 
 
+LINK_TO_NOTHING = "a symbolic link that leads to no file (its target is missing, or a loop)"
+
+
 def walk(
     root: Path, recursive: bool, keep: _Filter, follow: bool, skip: set[Path]
-) -> Iterator[Path]:
-    """The input files below `root`, in sorted order, lazily; `skip` folders are left out."""
+) -> Iterator[tuple[Path, str | None]]:
+    """The input files below `root`, in sorted order, lazily, each with None or the
+    problem that keeps it from being read: a folder that cannot be listed comes with why
+    (its images would be lost without a word), and so does, when links are followed, a
+    wanted name whose link leads to no file. `skip` folders are left out."""
     stack = [(root, "")]
     seen: set[tuple[int, int]] = set()
     while stack:
@@ -223,7 +230,8 @@ def walk(
                 continue
             seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            yield folder, f"{folder}: cannot list the folder ({reason(exc)})"
             continue
         subdirs = []
         for entry in entries:
@@ -231,6 +239,7 @@ def walk(
             try:
                 is_dir = entry.is_dir(follow_symlinks=follow)
                 is_file = entry.is_file(follow_symlinks=follow)
+                dangling = follow and not (is_dir or is_file) and entry.is_symlink()
             except OSError:
                 continue
             if is_dir:
@@ -239,7 +248,9 @@ def walk(
                     if real_path(path) not in skip:
                         subdirs.append((path, sub + "/"))
             elif is_file and keep.wanted(sub):
-                yield Path(entry.path)
+                yield Path(entry.path), None
+            elif dangling and keep.wanted(sub):
+                yield Path(entry.path), f"{entry.path}: {LINK_TO_NOTHING}"
         stack.extend(reversed(subdirs))  # depth-first, in name order
 
 
@@ -247,7 +258,11 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """The images of `folder` as a batch run would find them (hidden files left out)."""
     if not os.path.isdir(folder):
         raise GsasrError(f"{folder}: not a folder")
-    paths = list(walk(folder, recursive, _Filter((), ()), False, set()))
+    paths = []
+    for path, problem in walk(folder, recursive, _Filter((), ()), False, set()):
+        if problem is not None:
+            raise GsasrError(problem)
+        paths.append(path)
     if not paths:
         raise GsasrError(f"{folder}: no images ({', '.join(sorted(INPUT_SUFFIXES))})")
     return paths
@@ -298,26 +313,34 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
             skip.add(target)
     is_input = _InputTest(inputs, req.recursive, keep, skip)
     planned = _Outputs()
-    for src, root in _sources(inputs, req, keep, skip):
+    for src, root, problem in _sources(inputs, req, keep, skip):
+        if problem is not None and src is not None and os.path.isdir(src):
+            assert out is not None and root is not None  # folder inputs need -o DIR
+            yield Job(src, out / src.relative_to(root), ".png", True, problem)
+            continue
         job = _job(src, root, req, ext, name_ext, out, to_folder, batch)
-        if job.output is not None and job.problem is None:
+        if problem is not None:
+            job = Job(job.source, job.output, job.ext, job.batch, problem)
+        elif job.output is not None and job.problem is None:
             job = _refuse_losses(job, is_input, planned)
         yield job
 
 
 def _sources(
     inputs: list[str], req: Request, keep: _Filter, skip: set[Path]
-) -> Iterator[tuple[Path | None, Path | None]]:
+) -> Iterator[tuple[Path | None, Path | None, str | None]]:
+    """Each input file (None: standard input), the folder input it was found in, and a
+    problem found while listing (`walk`)."""
     for item in inputs:
         if item == STDIO:
-            yield None, None
+            yield None, None, None
             continue
         path = Path(item)
         if os.path.isdir(path):
-            for f in walk(path, req.recursive, keep, req.follow_symlinks, skip):
-                yield f, path
+            for f, problem in walk(path, req.recursive, keep, req.follow_symlinks, skip):
+                yield f, path, problem
         else:
-            yield path, None
+            yield path, None, None
 
 
 def _job(
@@ -628,8 +651,7 @@ class Runner:
         file or a symlink to nothing is no finished result, so it is a failure either way."""
         if not os.path.exists(job.output):  # type: ignore[arg-type]
             raise GsasrError(
-                f"{job.output}: a symbolic link that leads to no file (its target is missing, "
-                "or a loop); not replaced (use --overwrite to replace the link)"
+                f"{job.output}: {LINK_TO_NOTHING}; not replaced (use --overwrite to replace it)"
             )
         with contextlib.suppress(OSError):
             st = os.stat(job.output)  # type: ignore[arg-type]

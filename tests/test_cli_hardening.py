@@ -804,3 +804,43 @@ def test_an_extension_in_name_decides_the_format(run_cli, tmp_path):
         ]
     )
     assert code == 0 and (tmp_path / "fm4" / "a.v2.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_folder_that_cannot_be_listed_is_a_failure_not_silence(run_cli, tmp_path, monkeypatch):
+    """A subfolder the walk could not list (permissions, an I/O error) was left out
+    without a word: its images were never done and the run exited 0. (Root reads any
+    folder, so the refusal is simulated.)"""
+    src = tmp_path / "src"
+    write(src / "a.png")
+    write(src / "locked" / "b.png", seed=1)
+    write(src / "z.png", seed=2)
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path) == src / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["upscale", str(src), "-r", "-s", "2", "-o", str(out), "--json"])
+    assert code == 1
+    assert f"error: {src / 'locked'}: cannot list the folder (permission denied)" in err
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert [(Path(r["input"]).name, r["status"]) for r in records] == [
+        ("a.png", "ok"), ("z.png", "ok"), ("locked", "failed"),  # a folder's files first
+    ]  # fmt: skip
+    assert records[2]["output"] == str(out / "locked")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "z.png"]
+
+
+def test_with_follow_symlinks_a_link_to_nothing_is_reported(run_cli, tmp_path):
+    src = tmp_path / "src"
+    write(src / "a.png")
+    (src / "gone.png").symlink_to(tmp_path / "missing.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(tmp_path / "o1")])
+    assert code == 0 and "gone" not in err  # links are not followed unless asked
+    args = ["upscale", str(src), "-s", "2", "-o", str(tmp_path / "o2"), "--follow-symlinks"]
+    code, _, err = run_cli(args)
+    assert code == 1 and f"{src / 'gone.png'}: a symbolic link that leads to no file" in err
+    assert (tmp_path / "o2" / "a.png").is_file()
