@@ -309,6 +309,9 @@ def _jpeg(b, name: str, warn: Warn) -> ImageInfo:
 # ImageWidth, ImageLength, BitsPerSample, SamplesPerPixel, RowsPerStrip, TileWidth and
 # TileLength: what the pixel limits are judged by must be what the decoder reads.
 _TIFF_SIZE_TAGS = frozenset((256, 257, 258, 277, 278, 322, 323))
+# The integer field types libtiff takes for them, as struct formats: BYTE, SHORT, LONG,
+# SSHORT, SLONG, LONG8, SLONG8.
+_TIFF_INTS = {1: "B", 3: "H", 4: "I", 8: "h", 9: "i", 16: "Q", 17: "q"}
 
 
 def _tiff_ifd0(b) -> dict[int, int]:
@@ -324,18 +327,20 @@ def _tiff_ifd0(b) -> dict[int, int]:
         count, first, step, at = _u16(b, off, big), off + 2, 12, 8
     if count > 4096:
         raise _Bad(f"{count} tags in IFD0")
-    tags = {}
+    tags, seen, order = {}, set(), ">" if big else "<"
     for i in range(count):
         e = first + i * step
         tag, typ = _u16(b, e, big), _u16(b, e + 2, big)
-        if tag in tags and tag in _TIFF_SIZE_TAGS:  # decoders differ on which one counts
-            raise _Bad(f"tag {tag} given twice in IFD0")
-        if typ == 3:  # SHORT
-            tags[tag] = _u16(b, e + at, big)
-        elif typ == 4:  # LONG
-            tags[tag] = _u32(b, e + at, big)
-        elif typ == 16:  # LONG8
-            tags[tag] = struct.unpack_from(e8, b, e + at)[0]
+        if tag in _TIFF_SIZE_TAGS:
+            if tag in seen:  # decoders differ on which one counts
+                raise _Bad(f"tag {tag} given twice in IFD0")
+            if typ not in _TIFF_INTS:
+                raise _Bad(f"tag {tag} of type {typ}, not an integer")
+        seen.add(tag)
+        if typ in _TIFF_INTS:
+            tags[tag] = struct.unpack_from(order + _TIFF_INTS[typ], b, e + at)[0]
+            if tags[tag] < 0 and tag in _TIFF_SIZE_TAGS:
+                raise _Bad(f"tag {tag} is negative")
     return tags
 
 

@@ -211,29 +211,39 @@ def test_bombs_are_refused_from_the_header(kind, tmp_path):
         probe_image(path)
 
 
-def duplicated_size_tiff(side: int) -> bytes:
+def size_tiff(side: int, size_type: int = 4, then: int | None = None) -> bytes:
     """A deflated grey TIFF of side x side zeros whose IFD0 gives ImageWidth and
-    ImageLength twice: first side, then 16. libtiff decodes by the first."""
+    ImageLength as `size_type` (LONG), and with `then`, a second time as that (a LONG).
+    libtiff decodes by the first."""
     z = zlib.compressobj(9)
     data = b"".join(z.compress(bytes(side)) for _ in range(side)) + z.flush()
-    n = 11
-    at = 8 + 2 + 12 * n + 4
 
     def e(tag: int, typ: int, value: int) -> bytes:
         return struct.pack("<HHII", tag, typ, 1, value)
 
-    entries = [e(256, 4, side), e(256, 4, 16), e(257, 4, side), e(257, 4, 16), e(258, 3, 8)]
-    entries += [e(259, 3, 8), e(262, 3, 1), e(273, 4, at), e(277, 3, 1), e(278, 4, side)]
-    entries += [e(279, 4, len(data))]
+    sizes = [e(256, size_type, side), e(257, size_type, side)]
+    if then is not None:
+        sizes = [sizes[0], e(256, 4, then), sizes[1], e(257, 4, then)]
+    n = len(sizes) + 7
+    at = 8 + 2 + 12 * n + 4
+    entries = [*sizes, e(258, 3, 8), e(259, 3, 8), e(262, 3, 1), e(273, 4, at), e(277, 3, 1)]
+    entries += [e(278, 4, side), e(279, 4, len(data))]
     return b"II*\0" + struct.pack("<IH", 8, n) + b"".join(entries) + bytes(4) + data
 
 
-def test_a_tiff_that_gives_its_size_twice_is_refused_before_decoding():
+@pytest.mark.parametrize("first_type", [4, 9])  # LONG; SLONG, which was not read at all
+def test_a_tiff_that_gives_its_size_twice_is_refused_before_decoding(first_type):
     """The header reader kept the last ImageWidth/ImageLength (16x16) while libtiff
     decodes by the first: a 389 KB file claiming 16x16 was decoded at 20000x20000
     (1 GB) before the check after decoding refused it."""
     with pytest.raises(GsasrError, match=r"^t\.tif: .*tag 256 given twice"):
-        decode(duplicated_size_tiff(3000), "t.tif")
+        decode(size_tiff(3000, first_type, then=16), "t.tif")
+
+
+@pytest.mark.parametrize("size_type", [3, 4, 8, 9])
+def test_a_tiff_size_in_any_integer_type_is_read(size_type):
+    """libtiff takes SSHORT and SLONG sizes too; the header reader said 'no ImageWidth'."""
+    assert decode(size_tiff(40, size_type), "t.tif").size == (40, 40)
 
 
 def test_bombs_cost_no_memory(tmp_path):
