@@ -222,7 +222,10 @@ def _from_pil(im: PILImage) -> tuple[Image, Callable[[Image], PILImage]]:
         img, _ = _from_array(np.asarray(im, dtype=np.float32))
         back = mode
     elif mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        a = np.asarray(im.convert("I") if im.mode != "I" else im, dtype=np.int64)
+        try:  # a lazily opened file is decoded here
+            a = np.asarray(im.convert("I") if im.mode != "I" else im, dtype=np.int64)
+        except OSError as exc:
+            raise GsasrError(f"PIL image: cannot be read ({exc})") from exc
         if a.size and (a.min() < 0 or a.max() > 65535):  # clipping would change the image
             raise InvalidRequest(
                 f"PIL image mode {im.mode}: samples must be 0-65535 (16-bit), "

@@ -143,7 +143,7 @@ def _warn(message: str) -> None:
     user's code that asked for the image), however deep the call was made."""
     level = 1
     frame: types.FrameType | None = sys._getframe(0)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("gsasr_cli."):
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("gsasr_cli"):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, GsasrWarning, stacklevel=level)
 

@@ -13,6 +13,7 @@ for that file only; the batch goes on. Nothing here prints: results come back as
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import os
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import GsasrError, InvalidRequest, OutputClosed, UsageProblem
 from .files import (
@@ -210,16 +211,29 @@ class _Filter:
         return Path(name).suffix.lower() in INPUT_SUFFIXES
 
 
-LINK_TO_NOTHING = "a symbolic link that leads to no file (its target is missing, or a loop)"
+def _no_file(exc: OSError) -> str:
+    """Why a name that is there (a symlink) gives no file, from its stat error."""
+    if exc.errno in (errno.ENOENT, errno.ELOOP):
+        return "a symbolic link that leads to no file (its target is missing, or a loop)"
+    return f"cannot be read ({reason(exc)})"
+
+
+class Found(NamedTuple):
+    """What a folder walk found: an input file, or a problem that keeps a file or a whole
+    folder (`folder`) from being read."""
+
+    path: Path
+    problem: str | None = None
+    folder: bool = False
 
 
 def walk(
     root: Path, recursive: bool, keep: _Filter, follow: bool, skip: set[Path]
-) -> Iterator[tuple[Path, str | None]]:
-    """The input files below `root`, in sorted order, lazily, each with None or the
-    problem that keeps it from being read: a folder that cannot be listed comes with why
-    (its images would be lost without a word), and so does, when links are followed, a
-    wanted name whose link leads to no file. `skip` folders are left out."""
+) -> Iterator[Found]:
+    """The input files below `root`, in sorted order, lazily. A folder that cannot be
+    listed comes as a problem (its images would be lost without a word), and so does,
+    when links are followed, a wanted name whose link leads to no file. `skip` folders
+    are left out."""
     stack = [(root, "")]
     seen: set[tuple[int, int]] = set()
     while stack:
@@ -231,7 +245,7 @@ def walk(
             seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            yield folder, f"{folder}: cannot list the folder ({reason(exc)})"
+            yield Found(folder, f"{folder}: cannot list the folder ({reason(exc)})", True)
             continue
         subdirs = []
         for entry in entries:
@@ -239,8 +253,11 @@ def walk(
             try:
                 is_dir = entry.is_dir(follow_symlinks=follow)
                 is_file = entry.is_file(follow_symlinks=follow)
-                dangling = follow and not (is_dir or is_file) and entry.is_symlink()
-            except OSError:
+                if follow and not (is_dir or is_file) and entry.is_symlink():
+                    os.stat(entry.path)  # a link to nothing raises; one to a pipe does not
+            except OSError as exc:  # a followed link to nothing, a loop, no permission
+                if keep.wanted(sub):
+                    yield Found(Path(entry.path), f"{entry.path}: {_no_file(exc)}")
                 continue
             if is_dir:
                 if recursive and not entry.name.startswith(".") and not keep.excluded(sub):
@@ -248,9 +265,7 @@ def walk(
                     if real_path(path) not in skip:
                         subdirs.append((path, sub + "/"))
             elif is_file and keep.wanted(sub):
-                yield Path(entry.path), None
-            elif dangling and keep.wanted(sub):
-                yield Path(entry.path), f"{entry.path}: {LINK_TO_NOTHING}"
+                yield Found(Path(entry.path))
         stack.extend(reversed(subdirs))  # depth-first, in name order
 
 
@@ -259,10 +274,10 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     if not os.path.isdir(folder):
         raise GsasrError(f"{folder}: not a folder")
     paths = []
-    for path, problem in walk(folder, recursive, _Filter((), ()), False, set()):
-        if problem is not None:
-            raise GsasrError(problem)
-        paths.append(path)
+    for found in walk(folder, recursive, _Filter((), ()), False, set()):
+        if found.problem is not None:
+            raise GsasrError(found.problem)
+        paths.append(found.path)
     if not paths:
         raise GsasrError(f"{folder}: no images ({', '.join(sorted(INPUT_SUFFIXES))})")
     return paths
@@ -274,7 +289,7 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
     ext = format_ext(req.fmt) if req.fmt else None
     _check_template(req.name)
     name_ext = _template_ext(req.name)
-    if ext is not None and name_ext is not None and FORMATS[ext][0] != FORMATS[name_ext][0]:
+    if ext is not None and name_ext is not None and not _same_format(ext, name_ext):
         raise UsageProblem(f"--name {req.name!r} and --format {req.fmt} disagree; give one of them")
     if not inputs:
         raise UsageProblem("no input given")
@@ -301,7 +316,7 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
             raise UsageProblem("several inputs or a folder need -o DIR, not a file")
         to_folder = True
     if out is not None and not to_folder and ext is not None and out.suffix.lower() in FORMATS:
-        if FORMATS[out.suffix.lower()][0] != FORMATS[ext][0]:
+        if not _same_format(out.suffix.lower(), ext):
             raise UsageProblem(f"-o {out} and --format {req.fmt} disagree; give one of them")
     keep = _Filter(req.globs, req.excludes)
     # An output folder inside an input folder is not scanned (a rerun would upscale its
@@ -313,14 +328,15 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
             skip.add(target)
     is_input = _InputTest(inputs, req.recursive, keep, skip)
     planned = _Outputs()
-    for src, root, problem in _sources(inputs, req, keep, skip):
-        if problem is not None and src is not None and os.path.isdir(src):
+    for found, root in _sources(inputs, req, keep, skip):
+        src = found.path if found is not None else None
+        if found is not None and found.folder:  # a folder that could not be listed
             assert out is not None and root is not None  # folder inputs need -o DIR
-            yield Job(src, out / src.relative_to(root), ".png", True, problem)
+            yield Job(src, out / found.path.relative_to(root), ".png", True, found.problem)
             continue
         job = _job(src, root, req, ext, name_ext, out, to_folder, batch)
-        if problem is not None:
-            job = Job(job.source, job.output, job.ext, job.batch, problem)
+        if found is not None and found.problem is not None:
+            job = Job(job.source, job.output, job.ext, job.batch, found.problem)
         elif job.output is not None and job.problem is None:
             job = _refuse_losses(job, is_input, planned)
         yield job
@@ -328,19 +344,18 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
 
 def _sources(
     inputs: list[str], req: Request, keep: _Filter, skip: set[Path]
-) -> Iterator[tuple[Path | None, Path | None, str | None]]:
-    """Each input file (None: standard input), the folder input it was found in, and a
-    problem found while listing (`walk`)."""
+) -> Iterator[tuple[Found | None, Path | None]]:
+    """Each input (None: standard input) and the folder input it was found in."""
     for item in inputs:
         if item == STDIO:
-            yield None, None, None
+            yield None, None
             continue
         path = Path(item)
         if os.path.isdir(path):
-            for f, problem in walk(path, req.recursive, keep, req.follow_symlinks, skip):
-                yield f, path, problem
+            for found in walk(path, req.recursive, keep, req.follow_symlinks, skip):
+                yield found, path
         else:
-            yield path, None, None
+            yield Found(path), None
 
 
 def _job(
@@ -412,7 +427,17 @@ def _template_ext(template: str | None) -> str | None:
         return None
     *_, (tail, field_name, _, _) = string.Formatter().parse(template)
     suffix = Path("x" + tail).suffix.lower() if field_name is None else ""
+    if suffix in INPUT_SUFFIXES and suffix not in FORMATS:
+        raise UsageProblem(
+            f"--name {template!r}: {suffix} is read, not written; end it in {{ext}} or one "
+            f"of {', '.join(sorted(FORMATS))}"
+        )
     return suffix if suffix in FORMATS else None
+
+
+def _same_format(ext: str, other: str) -> bool:
+    """Whether two output extensions (".jpg", ".jpeg") name one format."""
+    return FORMATS[ext][0] == FORMATS[other][0]
 
 
 class _InputTest:
@@ -647,22 +672,28 @@ class Runner:
             self._exists(job)
 
     def _exists(self, job: Job) -> None:
-        """Something is at the output: Skip it (a batch, --skip-existing) or fail. An empty
-        file or a symlink to nothing is no finished result, so it is a failure either way."""
-        if not os.path.exists(job.output):  # type: ignore[arg-type]
+        """Something is at the output and is not to be replaced. A finished result (a file
+        with data) is skipped in a batch or with --skip-existing, else refused; anything
+        else there (an empty file, a link to nothing, a folder, a device or pipe) is no
+        result, so it is a failure either way, never a skip."""
+        path = job.output
+        assert path is not None
+        try:
+            st = os.stat(path)
+        except OSError as exc:  # there (lexists), yet no stat: a symlink to nothing
             raise GsasrError(
-                f"{job.output}: {LINK_TO_NOTHING}; not replaced (use --overwrite to replace it)"
+                f"{path}: {_no_file(exc)}; not replaced (--overwrite replaces the link)"
+            ) from exc
+        check_replaceable(path)  # a device, pipe or socket
+        if stat.S_ISDIR(st.st_mode):
+            raise GsasrError(f"{path}: a folder, not a file; not replaced")
+        if st.st_size == 0:
+            raise GsasrError(
+                f"{path}: exists but is empty, no finished result (use --overwrite to replace it)"
             )
-        with contextlib.suppress(OSError):
-            st = os.stat(job.output)  # type: ignore[arg-type]
-            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                raise GsasrError(
-                    f"{job.output}: exists but is empty, perhaps from an interrupted write "
-                    "(use --overwrite to replace it)"
-                )
         if job.batch or self.req.skip_existing:
-            raise Skip(f"{job.output}: exists (use --overwrite to replace it)")
-        raise GsasrError(f"{job.output}: output exists (use --overwrite to replace it)")
+            raise Skip(f"{path}: exists (use --overwrite to replace it)")
+        raise GsasrError(f"{path}: output exists (use --overwrite to replace it)")
 
 
 def execute(jobs: Iterable[Job], runner: Runner) -> Iterator[Result]:

@@ -239,6 +239,14 @@ def test_wrong_kinds_of_arguments_are_the_documented_errors(tmp_path):
     buf.write_bytes(buf.read_bytes()[:400])
     with PILImage.open(buf) as lazy, pytest.raises(GsasrError, match="PIL image: cannot be read"):
         upscale(lazy, scale=2)
+    grey16 = tmp_path / "t16.png"  # the same for a 16-bit grey file (mode I;16 or I)
+    PILImage.fromarray(np.random.default_rng(2).integers(0, 65536, (64, 64), np.uint16)).save(
+        grey16
+    )
+    grey16.write_bytes(grey16.read_bytes()[:400])
+    with PILImage.open(grey16) as lazy, pytest.raises(GsasrError, match="cannot be read"):
+        assert lazy.mode.startswith("I")
+        upscale(lazy, scale=2)
 
 
 @pytest.mark.parametrize("value", ["bogus", "triton"])

@@ -739,7 +739,8 @@ def test_symlink_loops_and_dangling_links_are_one_line_per_file(run_cli, tmp_pat
     code, stdout, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(dst), "--json"])
     records = {Path(r["input"]).name: r for r in map(json.loads, stdout.splitlines())}
     assert code == 1 and records["s0.png"]["status"] == "failed"
-    assert "leads to no file" in records["s0.png"]["error"] and records["s0.png"]["seconds"] < 1
+    assert "leads to no file" in records["s0.png"]["error"]
+    assert records["s0.png"]["input_size"] is None  # refused before the input was read
     assert records["s1.png"]["status"] == "ok" and (dst / "s0.png").is_symlink()
     code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(dst), "--overwrite"])
     assert code == 0, err
@@ -790,6 +791,8 @@ def test_an_extension_in_name_decides_the_format(run_cli, tmp_path):
     )
     assert code == 0, err
     assert (tmp_path / "fm3" / "a.JPG").read_bytes()[:3] == b"\xff\xd8\xff"
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "--name", "{stem}.gif"])
+    assert code == 2 and ".gif is read, not written" in err
     # A name that ends in its {ext} field, or in no format, keeps the input's format.
     code, _, err = run_cli(
         [
@@ -835,12 +838,40 @@ def test_a_folder_that_cannot_be_listed_is_a_failure_not_silence(run_cli, tmp_pa
 
 
 def test_with_follow_symlinks_a_link_to_nothing_is_reported(run_cli, tmp_path):
+    """A followed link to a missing file, or in a loop, was left out without a word."""
     src = tmp_path / "src"
     write(src / "a.png")
     (src / "gone.png").symlink_to(tmp_path / "missing.png")
+    (src / "loop1.png").symlink_to(src / "loop2.png")
+    (src / "loop2.png").symlink_to(src / "loop1.png")
+    os.mkfifo(src / "pipe")
+    (src / "pipe.png").symlink_to(src / "pipe")  # a link to a pipe: not a file, skipped
     code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(tmp_path / "o1")])
     assert code == 0 and "gone" not in err  # links are not followed unless asked
     args = ["upscale", str(src), "-s", "2", "-o", str(tmp_path / "o2"), "--follow-symlinks"]
     code, _, err = run_cli(args)
-    assert code == 1 and f"{src / 'gone.png'}: a symbolic link that leads to no file" in err
+    errors = sorted(line for line in err.splitlines() if line.startswith("error:"))
+    assert code == 1 and errors == [
+        f"error: {src / name}: a symbolic link that leads to no file (its target is missing, "
+        "or a loop)"
+        for name in ("gone.png", "loop1.png", "loop2.png")
+    ]
     assert (tmp_path / "o2" / "a.png").is_file()
+
+
+def test_what_is_no_finished_output_is_never_skipped(run_cli, tmp_path):
+    """A batch skipped a folder or a named pipe at an output path as "exists" (exit 0):
+    only a file with data is a finished result; the rest fail, --overwrite or not."""
+    src = tmp_path / "src"
+    for i, name in enumerate(("a", "b", "c")):
+        write(src / f"{name}.png", seed=i)
+    out = tmp_path / "out"
+    (out / "a.png").mkdir(parents=True)
+    os.mkfifo(out / "b.png")
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(out)])
+    assert code == 1
+    assert f"error: {out / 'a.png'}: a folder, not a file; not replaced" in err
+    assert f"error: {out / 'b.png'}: cannot write (a named pipe, not a file; not replaced)" in err
+    assert (out / "c.png").is_file() and (out / "a.png").is_dir()
+    code, _, err = run_cli(["upscale", str(src), "-s", "2", "-o", str(out), "--overwrite"])
+    assert code == 1 and "named pipe" in err and (out / "a.png").is_dir()
