@@ -752,61 +752,25 @@ def test_an_extension_in_name_decides_the_format(run_cli, tmp_path):
     '{stem}.tif'` JPEG bytes under .tif, both with exit 0; -o FILE with a clashing
     --format was already refused."""
     src = write(tmp_path / "a.png")
-    code, _, err = run_cli(
-        ["upscale", str(src), "-s", "2", "-o", str(tmp_path / "fm") + "/", "--name", "{stem}.jpg"]
-    )
-    assert code == 0, err
-    assert (tmp_path / "fm" / "a.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
-    code, _, err = run_cli(["upscale", str(src), "-s", "2", "--name", "{stem}_big.WEBP"])
-    assert code == 0, err
+
+    def run(name: str, *extra: str) -> tuple[int, str]:
+        code, _, err = run_cli(["upscale", str(src), "-s", "2", "-q", "--name", name, *extra])
+        return code, err
+
+    jpeg, png = b"\xff\xd8\xff", b"\x89PNG"
+    assert run("{stem}.jpg", "-o", f"{tmp_path / 'fm'}/") == (0, "")
+    assert (tmp_path / "fm" / "a.jpg").read_bytes()[:3] == jpeg
+    assert run("{stem}_big.WEBP") == (0, "")
     assert (tmp_path / "a_big.WEBP").read_bytes()[8:12] == b"WEBP"
-    code, _, err = run_cli(
-        [
-            "upscale",
-            str(src),
-            "-s",
-            "2",
-            "-o",
-            str(tmp_path / "fm2") + "/",
-            "--format",
-            "jpg",
-            "--name",
-            "{stem}.tif",
-        ]
-    )
+    code, err = run("{stem}.tif", "-o", f"{tmp_path / 'fm2'}/", "--format", "jpg")
     assert code == 2 and "disagree" in err and not (tmp_path / "fm2").exists()
-    code, _, err = run_cli(
-        [
-            "upscale",
-            str(src),
-            "-s",
-            "2",
-            "-o",
-            str(tmp_path / "fm3") + "/",
-            "--format",
-            "jpeg",
-            "--name",
-            "{stem}.JPG",
-        ]
-    )
-    assert code == 0, err
-    assert (tmp_path / "fm3" / "a.JPG").read_bytes()[:3] == b"\xff\xd8\xff"
-    code, _, err = run_cli(["upscale", str(src), "-s", "2", "--name", "{stem}.gif"])
+    assert run("{stem}.JPG", "-o", f"{tmp_path / 'fm3'}/", "--format", "jpeg") == (0, "")
+    assert (tmp_path / "fm3" / "a.JPG").read_bytes()[:3] == jpeg
+    code, err = run("{stem}.gif")
     assert code == 2 and ".gif is read, not written" in err
     # A name that ends in its {ext} field, or in no format, keeps the input's format.
-    code, _, err = run_cli(
-        [
-            "upscale",
-            str(src),
-            "-s",
-            "2",
-            "-o",
-            str(tmp_path / "fm4") + "/",
-            "--name",
-            "{stem}.v2{ext}",
-        ]
-    )
-    assert code == 0 and (tmp_path / "fm4" / "a.v2.png").read_bytes()[:4] == b"\x89PNG"
+    assert run("{stem}.v2{ext}", "-o", f"{tmp_path / 'fm4'}/") == (0, "")
+    assert (tmp_path / "fm4" / "a.v2.png").read_bytes()[:4] == png
 
 
 def test_a_folder_that_cannot_be_listed_is_a_failure_not_silence(run_cli, tmp_path, monkeypatch):
