@@ -23,7 +23,7 @@ import string
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -336,7 +336,7 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
             continue
         job = _job(src, root, req, ext, name_ext, out, to_folder, batch)
         if found is not None and found.problem is not None:
-            job = Job(job.source, job.output, job.ext, job.batch, found.problem)
+            job = replace(job, problem=found.problem)
         elif job.output is not None and job.problem is None:
             job = _refuse_losses(job, is_input, planned)
         yield job
@@ -496,7 +496,7 @@ def _refuse_losses(job: Job, is_input: _InputTest, planned: _Outputs) -> Job:
 
 
 def _with_problem(job: Job, problem: str) -> Job:
-    return Job(job.source, job.output, job.ext, job.batch, problem)
+    return replace(job, problem=problem)
 
 
 def format_ext(fmt: str) -> str:
