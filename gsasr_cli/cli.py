@@ -435,7 +435,7 @@ def _local_engine(runner, jobs, threads: int) -> Iterator[Iterator]:
     from .inference import check_rasterizer
 
     check_rasterizer(runner.settings.device)  # GSASR_RASTERIZER=triton without CUDA: exit 2
-    if not runner.settings.dry_run and any(j.problem is None for j in jobs.head):
+    if not runner.settings.dry_run and any(not j.decided for j in jobs.head):
         runner.preflight()  # a bad device, precision or weights path fails before any file
     yield (runner.run(job) for job in jobs)
 

@@ -98,10 +98,16 @@ class Job:
     ext: str  # output format, as an extension: ".png"
     batch: bool  # part of a folder or multi-file run: an existing output is skipped
     problem: str | None = None  # refused when planning: the job fails without any work
+    repeat: str | None = None  # the same input and output planned before: skipped, no work
 
     @property
     def name(self) -> str:
         return str(self.source) if self.source is not None else "<stdin>"
+
+    @property
+    def decided(self) -> bool:
+        """Settled when planning: refused, or a repeat; no file is opened for it."""
+        return self.problem is not None or self.repeat is not None
 
 
 @dataclass
@@ -465,18 +471,27 @@ class _InputTest:
 
 
 class _Outputs:
-    """The outputs planned so far, as 16-byte digests (about 40 MB per million)."""
+    """The outputs planned so far, as 16-byte digests of the output and of its input (about
+    80 MB per million)."""
 
     def __init__(self) -> None:
-        self.owner: dict[bytes, str] = {}
+        self.owner: dict[bytes, tuple[str, bytes]] = {}
 
-    def claim(self, output: Path, name: str) -> str | None:
-        """Record `output` for input `name`; the earlier input's name if it is taken."""
-        key = hashlib.blake2b(os.fsencode(os.path.abspath(output)), digest_size=16).digest()
+    def claim(self, output: Path, source: Path | None, name: str) -> tuple[str, bool] | None:
+        """Record `output` for input `source` (None: standard input), called `name`. If
+        another input took it first: that input's name, and whether it is the same file
+        (the same input given twice)."""
+        key = self._digest(os.path.abspath(output))
+        src = self._digest(real_path(source)) if source is not None else b""
         prior = self.owner.get(key)
         if prior is None:
-            self.owner[key] = name
-        return prior
+            self.owner[key] = (name, src)
+            return None
+        return prior[0], bool(src) and prior[1] == src
+
+    @staticmethod
+    def _digest(path: str | Path) -> bytes:
+        return hashlib.blake2b(os.fsencode(path), digest_size=16).digest()
 
 
 def _refuse_losses(job: Job, is_input: _InputTest, planned: _Outputs) -> Job:
@@ -489,9 +504,13 @@ def _refuse_losses(job: Job, is_input: _InputTest, planned: _Outputs) -> Job:
         return _with_problem(job, f"{job.output}: is the input itself; refusing to replace it")
     if is_input(job.output) and os.path.exists(job.output):
         return _with_problem(job, f"{job.output}: is an input of this run; refusing to replace it")
-    prior = planned.claim(job.output, job.name)
+    prior = planned.claim(job.output, job.source, job.name)
     if prior is not None:
-        return _with_problem(job, f"{job.output}: also the output of {prior}; not written twice")
+        name, same = prior
+        if same:
+            again = "given twice" if name == job.name else f"the same file as {name}"
+            return replace(job, repeat=f"{job.name}: {again}; done once")
+        return _with_problem(job, f"{job.output}: also the output of {name}; not written twice")
     return job
 
 
@@ -590,7 +609,7 @@ class Runner:
     def settled(self, job: Job) -> bool:
         """Whether `run(job)` ends without opening the input: a job refused when planning, or
         an output that exists and is not to be replaced (the first check of a run)."""
-        if job.problem is not None:
+        if job.decided:
             return True
         return job.output is not None and not self.req.overwrite and os.path.lexists(job.output)
 
@@ -601,6 +620,8 @@ class Runner:
         try:
             if job.problem is not None:
                 raise GsasrError(job.problem)
+            if job.repeat is not None:
+                raise Skip(job.repeat)
             self._run(job, r)
         except Skip as exc:
             r.status, r.error = Status.SKIPPED, str(exc)

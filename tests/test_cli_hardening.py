@@ -128,6 +128,34 @@ def test_3_two_inputs_with_one_output_are_reported(run_cli, tmp_path):
     assert code == 1 and "also the output of" in err and (out / "a.png").is_file()
 
 
+def test_the_same_input_given_twice_is_done_once_and_skipped_once(run_cli, tmp_path):
+    """`a.png a.png`, `dir dir/a.png`, `dir dir`: the repeat is a skip, not a clash (exit 0),
+    and the file is upscaled once; two different files with one output still fail."""
+    a = write(tmp_path / "p" / "a.png")
+    write(tmp_path / "p" / "b.png", seed=3)
+    out = tmp_path / "big"
+    cases = [
+        ([str(a), str(a), "-o", str(out)], 2),
+        ([str(a.parent), str(a.parent / ".." / "p" / "a.png"), "-o", str(out)], 3),
+        ([str(a.parent), str(a.parent), "-o", str(out)], 4),
+        ([str(a), str(tmp_path / "p" / "." / "a.png")], 2),  # beside the input
+    ]
+    for args, n in cases:
+        code, stdout, err = run_cli(["upscale", *args, "-s", "2", "--json", "--overwrite"])
+        records = [json.loads(line) for line in stdout.splitlines()]
+        statuses = [r["status"] for r in records]
+        assert code == 0 and len(records) == n, (args, err)
+        assert statuses.count("skipped") == n - len({r["output"] for r in records}), args
+        skipped = [r for r in records if r["status"] == "skipped"]
+        assert all(r["error"].endswith("; done once") for r in skipped), skipped
+        assert "; done once" in err and "also the output" not in err
+    assert sorted(os.listdir(out)) == ["a.png", "b.png"] and (tmp_path / "p" / "a_x2.png").is_file()
+    code, stdout, err = run_cli(
+        ["upscale", str(a), str(a), "-s", "2", "--dry-run", "-o", f"{tmp_path}/new/"]
+    )
+    assert code == 0 and len(stdout.splitlines()) == 1 and f"{a}: given twice; done once" in err
+
+
 def test_3_the_readme_xargs_pipeline_reports_flattened_clashes(tmp_path):
     write(tmp_path / "p" / "one" / "x.jpg"), write(tmp_path / "p" / "two" / "x.jpg", seed=4)
     cmd = "find p -name '*.jpg' -print0 | sort -z | xargs -0 gsasr upscale -s 2 -o big/ --json"
