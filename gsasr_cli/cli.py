@@ -566,7 +566,10 @@ class _Report:
                 f"{done} {n}, skipped {c['skipped']}, failed {c['failed']} "
                 f"{stop} in {time.perf_counter() - self.start:.1f} s"
             )
-        return 2 if self.invalid else 1 if c["failed"] else 0
+        # 2 only when the request worked for no file: a batch where it does not fit some
+        # files (too big, would shrink) and did the others is a partial failure, 1.
+        worked = c["ok"] + c["dry-run"] + c["skipped"]
+        return 2 if self.invalid and not worked else 1 if c["failed"] else 0
 
 
 def _stdout_line(text: str, out) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +160,26 @@ def test_sizing_must_be_exactly_one_and_valid(run_cli, tmp_path, capsys, args):
     src = write(tmp_path / "x.png", small())
     code, _, err = run_cli(["upscale", str(src), *args])
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_a_batch_where_the_size_fits_some_files_exits_1_not_2(run_cli, tmp_path):
+    """Exit 2 says the request cannot work; when it worked for some files of a batch, the
+    others are failed files (1), each on its line; when it fits none, still 2."""
+    write(tmp_path / "in" / "narrow.png", small(12, 16))
+    write(tmp_path / "in" / "wide.png", small(12, 40))
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(
+        ["upscale", str(tmp_path / "in"), "--width", "32", "-o", str(out), "--json"]
+    )
+    statuses = {Path(r["input"]).name: r["status"] for r in map(json.loads, stdout.splitlines())}
+    assert code == 1 and statuses == {"narrow.png": "ok", "wide.png": "failed"}, err
+    assert "wide.png" in err and "shrink" in err and os.listdir(out) == ["narrow.png"]
+    code, _, err = run_cli(["upscale", str(tmp_path / "in"), "--width", "32", "-o", str(out)])
+    assert code == 1 and "wide.png" in err  # the rerun skips narrow.png: still 1
+    code, _, err = run_cli(
+        ["upscale", str(tmp_path / "in"), "--width", "8", "-o", str(tmp_path / "o2")]
+    )
+    assert code == 2 and err.count("shrink") == 2 and not (tmp_path / "o2").exists()
 
 
 def test_a_size_that_would_shrink_is_a_usage_error_naming_the_file(run_cli, tmp_path, capsys):
