@@ -48,6 +48,12 @@ def main() -> None:
     ap.add_argument(
         "--clamped-only", action="store_true", help="only as gsasr runs them (half the time)"
     )
+    ap.add_argument(
+        "--scales",
+        type=lambda text: [float(x) for x in text.split(",")],
+        default=list(TABLE_SCALES),
+        help="comma-separated scales [default: gsasr eval's 8]",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     methods: dict[str, Method] = {}
@@ -57,7 +63,7 @@ def main() -> None:
         if not args.clamped_only:
             methods[f"{i} no clamp"] = without_clamp(run)
     variants = [""] if args.clamped_only else ["", " no clamp"]
-    summary = summarise(evaluate(list_images(args.folder), TABLE_SCALES, methods))
+    summary = summarise(evaluate(list_images(args.folder), args.scales, methods))
     print(f"\n{args.folder}: mean Y-PSNR in dB (seconds per image); weights:")
     for i, path in enumerate(args.weights):
         print(f"- {i}: {path}")

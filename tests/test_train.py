@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -455,3 +457,35 @@ def test_run_files_that_would_clash_are_refused_before_training(tiny_data, tmp_p
     with pytest.raises(GsasrError, match="afile: not LIIF's edsr-baseline-liif.pth"):
         main([*base, "--out", str(run), "--liif-encoder", str(tmp_path / "afile")])
     assert sorted(p.name for p in tiny_data.iterdir()) == ["0.png", "1.png"]
+
+
+def test_average_weights_is_the_parameter_mean_and_refuses_mixed_architectures(tmp_path):
+    """scripts/average_weights.py: the mean of each parameter in float32 (saved in float16,
+    so within fp16's rounding of it), the largest `steps`, and no file from models of two
+    architectures."""
+    from safetensors import safe_open
+
+    from gsasr_cli.weights_io import save_weights
+
+    small = ModelConfig(n_feats=8, n_resblocks=1, decoder_blocks=1)
+    paths = []
+    for i, steps in enumerate((10, 30)):
+        torch.manual_seed(i)
+        paths.append(tmp_path / f"m{i}.safetensors")
+        save_weights(GSASR(small), paths[-1], extra={"steps": str(steps)})
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
+    out = tmp_path / "avg.safetensors"
+    res = subprocess.run([sys.executable, str(script), str(out), *map(str, paths)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    a, b, avg = (dict(load_model(p).named_parameters()) for p in (*paths, out))
+    for name, p in avg.items():
+        want = (a[name].float() + b[name].float()) / 2
+        assert torch.equal(p, want.half().float()), name  # the float16 nearest the mean
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["steps"] == "30"
+    save_weights(GSASR(replace(small, decoder_blocks=2)), paths[1])
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "x.safetensors"),
+                          *map(str, paths)], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode != 0 and "different architectures" in res.stderr
+    assert not (tmp_path / "x.safetensors").exists()
