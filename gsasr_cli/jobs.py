@@ -342,7 +342,7 @@ def plan(inputs: list[str], req: Request) -> Iterator[Job]:
             continue
         job = _job(src, root, req, ext, name_ext, out, to_folder, batch)
         if found is not None and found.problem is not None:
-            job = replace(job, problem=found.problem)
+            job = _with_problem(job, found.problem)
         elif job.output is not None and job.problem is None:
             job = _refuse_losses(job, is_input, planned)
         yield job

@@ -30,10 +30,10 @@ def main() -> None:
     models = [load_model(p) for p in args.weights]
     if any(m.cfg != models[0].cfg for m in models):
         sys.exit("the weights files are of different architectures")
-    avg = models[0]
+    avg, params = models[0], [dict(m.named_parameters()) for m in models]
     with torch.no_grad():
-        for name, p in avg.named_parameters():
-            p.copy_(torch.stack([dict(m.named_parameters())[name].float() for m in models]).mean(0))
+        for name, p in params[0].items():
+            p.copy_(torch.stack([ps[name].float() for ps in params]).mean(0))
     steps = []
     for path in args.weights:
         with safe_open(str(path), "pt") as f:
