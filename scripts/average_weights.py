@@ -11,12 +11,14 @@ is the largest of the inputs', and "averaged" names them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
+from gsasr_cli.errors import GsasrError
 from gsasr_cli.weights_io import load_model, save_weights
 
 
@@ -26,8 +28,13 @@ def main() -> None:
     ap.add_argument("weights", type=Path, nargs="+")
     args = ap.parse_args()
     if len(args.weights) < 2:
-        sys.exit("give at least two weights files to average")
-    models = [load_model(p) for p in args.weights]
+        ap.error("give at least two weights files to average")
+    if os.path.lexists(args.out):  # never an input, never a result written before
+        sys.exit(f"{args.out}: exists; not replaced (remove it first)")
+    try:
+        models = [load_model(p) for p in args.weights]
+    except GsasrError as exc:
+        sys.exit(str(exc))
     if any(m.cfg != models[0].cfg for m in models):
         sys.exit("the weights files are of different architectures")
     avg, params = models[0], [dict(m.named_parameters()) for m in models]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -489,3 +490,24 @@ def test_average_weights_is_the_parameter_mean_and_refuses_mixed_architectures(t
                           *map(str, paths)], capture_output=True, text=True)  # fmt: skip
     assert res.returncode != 0 and "different architectures" in res.stderr
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_average_weights_never_replaces_a_file_and_says_what_is_wrong_in_one_line(tmp_path):
+    """The output may not exist (it could be one of the inputs); a missing or unreadable
+    input is one line on stderr and exit 1, and nothing is written."""
+    from gsasr_cli.weights_io import save_weights
+
+    a = tmp_path / "a.safetensors"
+    save_weights(GSASR(ModelConfig(n_feats=8, n_resblocks=1, decoder_blocks=1)), a)
+    before = a.read_bytes()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
+    cases = [
+        ([a, a, a], "exists; not replaced"),
+        ([tmp_path / "o.safetensors", a, tmp_path / "nope.safetensors"], "not found"),
+    ]
+    for args, message in cases:
+        res = subprocess.run([sys.executable, str(script), *map(str, args)],
+                             capture_output=True, text=True)  # fmt: skip
+        assert res.returncode == 1 and message in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert a.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["a.safetensors"]
