@@ -182,6 +182,14 @@ def _from_array(a: np.ndarray) -> tuple[Image, Callable[[Image], np.ndarray]]:
         x = planes.astype(np.float32)
         if not np.isfinite(x).all():
             raise InvalidRequest("the array holds NaN or Inf")
+        lo, hi = float(x.min()), float(x.max())
+        # Clipping more than half a 16-bit level would change the image (0-255 floats would
+        # come out white), so that is refused; float noise at the ends is clipped.
+        if lo < -0.5 / 65535 or hi > 1 + 0.5 / 65535:
+            raise InvalidRequest(
+                f"float samples must lie in [0, 1], got {lo:.6g} to {hi:.6g} "
+                "(divide 0-255 floats by 255; clip values that overshoot)"
+            )
         bits, x = 16, np.clip(x, 0.0, 1.0)  # 16: no 8-bit rounding of a float result
     else:
         raise InvalidRequest(f"array dtype {a.dtype}: expected uint8, uint16 or float in [0, 1]")

@@ -598,17 +598,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         done.set()
         stop.restore()
     print(f"stopped at step {step} ({'interrupted' if stop.raised else 'done'})", file=sys.stderr)
+    if stop.raised:  # saved, but not finished: 130 or 143, as `gsasr upscale` exits
+        raise SystemExit(128 + stop.raised)
 
 
 class _StopFlag:
     """SIGINT/SIGTERM end the loop after the current step, which is then saved."""
 
     def __init__(self) -> None:
-        self.raised = False
+        self.raised = 0  # the signal's number once one came
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.raised = True
+        self.raised = signum
 
     def restore(self) -> None:
         for s, handler in self._old.items():

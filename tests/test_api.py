@@ -195,6 +195,26 @@ def test_a_float_pil_image_stays_float():
     np.testing.assert_allclose(y, upscale(x, scale=2), atol=1e-6)
 
 
+def test_floats_outside_0_1_are_refused_not_clipped():
+    """Floats were clipped to [0, 1] without a word: a 0-255 float photo came out white.
+    Float noise within half a 16-bit level of the ends is still taken, as its clip."""
+    from PIL import Image as PILImage
+
+    x = np.random.default_rng(1).random((10, 12, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"\[0, 1\], got .* to 2[45]\d\.\d*"):
+        upscale(x * 255, scale=2, model=MODEL)
+    grey = x[:, :, 0].copy()
+    grey[2, 3] = -0.01
+    with pytest.raises(ValueError, match=r"got -0\.01 to"):
+        upscale(PILImage.fromarray(grey, "F"), scale=2, model=MODEL)
+    edge = x.copy()
+    edge[0, 0], edge[1, 1] = 1 + 0.4 / 65535, -0.4 / 65535
+    clipped = np.clip(edge, 0, 1)
+    np.testing.assert_array_equal(
+        upscale(edge, scale=2, model=MODEL), upscale(clipped, scale=2, model=MODEL)
+    )
+
+
 def test_a_size_past_the_limit_is_refused_before_converting(monkeypatch):
     """The array was converted to float32 (3.5 GB for 12000 x 12000 x 3) before the output
     limit, which needs only its shape, refused it."""

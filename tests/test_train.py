@@ -224,7 +224,8 @@ def test_a_missing_data_folder_is_one_line(tmp_path):
 
 def test_a_terminated_run_saves_and_stops_cleanly(tiny_data, tmp_path):
     """SIGTERM to the whole process group (as `kill -- -PGID` or a closing session sends
-    it) reaches the data worker too: the trainer must still save and stop with exit 0."""
+    it) reaches the data worker too: the trainer must still save, then exit 143 (not 0: the
+    run is not finished, and `gsasr train ... && gsasr eval ...` must not go on)."""
     import os
     import signal
     import subprocess
@@ -243,7 +244,7 @@ def test_a_terminated_run_saves_and_stops_cleanly(tiny_data, tmp_path):
             break
     os.killpg(proc.pid, signal.SIGTERM)
     rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == 0, rest
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, rest
     assert "(interrupted)" in rest and "Traceback" not in rest
     from safetensors import safe_open
 
