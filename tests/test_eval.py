@@ -146,3 +146,41 @@ def test_cli_missing_folder_or_liif(run_cli, tmp_path, hr_folder, capsys):
     assert code == 1 and "no images" in err
     code, _, err = run_cli(["eval", str(hr_folder), "--liif", str(tmp_path / "x")])
     assert code == 1 and "edsr-baseline-liif.pth: not found" in err
+
+
+def test_the_learning_curve_takes_each_legs_best_full_row(tmp_path):
+    """benchmarks/learning_curve.py: per leg the best row scored at all 8 scales (relay rows
+    and 4-scale rows skipped), its gain over the best before, and LIIF's gap from the JSON."""
+    import subprocess
+    import sys
+
+    scales = ("2", "2.5", "3", "3.7", "4", "6", "8", "12")
+    row = "| {} | {} | +2,000 | 9 min | " + " | ".join(["30.00 (+0.01)"] * 8) + " | {} |"
+    card = "\n".join(
+        [
+            "v1 scores 1, 2, 3, 4, 5, 6, 7, 8.5 (and more words).",
+            "| leg | run | steps | wall | x2 | x2.5 | x3 | x3.7 | x4 | x6 | x8 | x12 | mean |",
+            "| 1 | relay 1 | 8,400 | 2 h | - | - | - | - | - | - | - | - | - |",
+            row.format(1, "cooldown 1: words", "+0.010"),
+            row.format(1, "**cooldown 1b** (shipped): words", "+0.030"),
+            "| 2 | four scales | 10 | 1 h | 36.0 (-0.2) | - | - | - | - | - | - | - | +0.5 |",
+            row.format(2, "cooldown 2", "+0.020"),
+        ]
+    )
+    (tmp_path / "card.md").write_text(card)
+    liif = {
+        s: {"liif": {"psnr": v + 0.1}}
+        for s, v in zip(scales, [1, 2, 3, 4, 5, 6, 7, 8.5], strict=True)
+    }
+    (tmp_path / "eval.json").write_text(json.dumps({"summary": liif}))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve.py"
+    cmd = [sys.executable, str(script), str(tmp_path / "card.md"), str(tmp_path / "eval.json")]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[2] == "| 1 | cooldown 1b (shipped) | +0.030 | +0.030 | 0.070 |"
+    assert lines[3] == "| 2 | cooldown 2 | +0.020 | -0.010 | 0.080 |"
+    assert "LIIF's mean over v1: +0.100 dB" in out.stdout
+    (tmp_path / "card.md").write_text(card.replace("8.5 (and", "(and"))
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr.startswith("error: v1 scores: expected 8")
