@@ -51,6 +51,9 @@ class ImageInfo:
     grey: bool = False  # stored as grey levels
     bits: int = 8  # bits per sample of the decoded image (8 or 16)
     meta: Metadata = Metadata()
+    # A PNG whose still image (IDAT) is not one of its animation frames: the picture that
+    # viewers without animation show, which is then the one decoded (as by libpng).
+    still_apart: bool = False
 
     @property
     def pixels(self) -> int:
@@ -67,6 +70,9 @@ class ImageInfo:
 
     def frames_note(self, name: str) -> str | None:
         """The warning to show for a file of several frames, pages or pictures."""
+        if self.still_apart:
+            count = f"{self.frames} frame{'s' if self.frames > 1 else ''}"
+            return f"{name}: animated, {count}; its still image (not a frame) is upscaled"
         if self.frames <= 1:
             return None
         if self.animated:
@@ -166,6 +172,7 @@ def _png(b, name: str, warn: Warn) -> ImageInfo:
     w, h = _u32(b, 16, True), _u32(b, 20, True)
     depth, ctype = b[24], b[25]
     alpha, frames, icc, exif = ctype in (4, 6), 1, None, None
+    animation = frame_first = seen_idat = False  # frame_first: an fcTL before the IDAT
     pos = 8
     while pos + 8 <= len(b):
         length = _u32(b, pos, True)
@@ -174,7 +181,11 @@ def _png(b, name: str, warn: Warn) -> ImageInfo:
         if kind == b"tRNS":
             alpha = True
         elif kind == b"acTL" and length >= 8:
-            frames = max(1, _u32(body, 0, True))
+            animation, frames = True, max(1, _u32(body, 0, True))
+        elif kind == b"fcTL" and not seen_idat:
+            frame_first = True
+        elif kind == b"IDAT":
+            seen_idat = True
         elif kind == b"iCCP" and icc is None:
             icc = _iccp(bytes(body), name, warn)
         elif kind == b"eXIf":
@@ -186,7 +197,22 @@ def _png(b, name: str, warn: Warn) -> ImageInfo:
         pos += 12 + length
     meta = metadata_from_raw(exif, icc, name, warn)
     w, h = _upright(w, h, meta)
-    return ImageInfo(w, h, "PNG", frames, alpha, ctype in (0, 4), 16 if depth == 16 else 8, meta)
+    bits = 16 if depth == 16 else 8
+    apart = animation and not frame_first
+    return ImageInfo(w, h, "PNG", frames, alpha, ctype in (0, 4), bits, meta, still_apart=apart)
+
+
+def png_without_animation(data: bytes) -> bytes:
+    """A PNG's bytes without its acTL chunk: decoders then read the still image (IDAT)
+    instead of the first animation frame (fcTL and fdAT are ancillary: skipped)."""
+    b = memoryview(data)
+    pos = 8
+    while pos + 8 <= len(b):
+        length = _u32(b, pos, True)
+        if bytes(b[pos + 4 : pos + 8]) == b"acTL":
+            return bytes(b[:pos]) + bytes(b[pos + 12 + length :])
+        pos += 12 + length
+    return data
 
 
 def _raw_profile_exif(kind: bytes, body: bytes, limit: int = 1 << 20) -> bytes | None:

@@ -46,7 +46,7 @@ from .files import (
     terminate_on_signals,
     write_atomic,
 )
-from .headers import MAX_INPUT_PIXELS, ImageInfo
+from .headers import MAX_INPUT_PIXELS, ImageInfo, png_without_animation
 from .headers import probe_bytes as _probe_bytes
 from .metadata import Metadata, apply_orientation, embed, encode_with_metadata, has_metadata
 
@@ -221,6 +221,8 @@ def decode(
     note = info.frames_note(name)
     if note:
         pending.append(note)
+    if info.still_apart:  # OpenCV's imdecode would give the first animation frame
+        data = png_without_animation(data)
     raw = _imdecode(data, name, pending.append)
     if max_pixels is not None and raw.shape[0] * raw.shape[1] > max_pixels:  # header lied
         raise GsasrError(f"{name}: decodes to more pixels than its header says; refused")

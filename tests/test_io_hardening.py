@@ -724,6 +724,23 @@ def test_multi_frame_inputs_are_announced(fmt, options, note):
     assert notes == [f"in: {note}; only the first is upscaled"]
 
 
+@pytest.mark.parametrize("frames", [1, 2])
+def test_an_apng_still_image_apart_from_its_frames_is_the_one_upscaled(frames):
+    """OpenCV's imdecode gave the first animation frame of an APNG whose still image (IDAT)
+    is not a frame, though imread, libpng, Pillow and every still viewer show the still.
+    With the still image as frame 1 nothing changes."""
+    still, *animation = [PILImage.new("RGB", (6, 4), c) for c in ("red", "lime", "blue")]
+    data = pil_bytes([still, *animation[:frames]], "PNG", default_image=True)
+    notes: list[str] = []
+    image = decode(data, "a.png", on_warning=notes.append)
+    np.testing.assert_array_equal(image.rgb[0, 0], [1, 0, 0])
+    count = "1 frame" if frames == 1 else "2 frames"
+    assert notes == [f"a.png: animated, {count}; its still image (not a frame) is upscaled"]
+    first = decode(pil_bytes([still, *animation], "PNG"), "b.png", on_warning=notes.append)
+    np.testing.assert_array_equal(first.rgb[0, 0], [1, 0, 0])
+    assert notes[-1] == "b.png: animated, 3 frames; only the first is upscaled"
+
+
 def test_opaque_stays_opaque_and_transparency_stays():
     frames = [PILImage.fromarray(rgb8(seed=i)) for i in range(2)]
     opaque_gif = pil_bytes(frames, "GIF")  # OpenCV decodes it as BGRA, all opaque
