@@ -35,21 +35,8 @@ SUMMARY="$OUT/summary.md"
 START=$SECONDS
 FAILED=0
 
-# The packages without installing them, if they are not installed: gsasr_kernels is kernels/
-# (pyproject's package-dir mapping), and so is gsasr_cli.weights where it is weights/.
-if ! $PY -c "import gsasr_kernels, gsasr_cli.weights" 2>/dev/null; then
-    SHIM="$OUT/.pythonpath"
-    rm -rf "$SHIM" && mkdir -p "$SHIM"
-    ln -s "$PWD/kernels" "$SHIM/gsasr_kernels"
-    if [[ -d gsasr_cli/weights ]]; then
-        ln -s "$PWD/gsasr_cli" "$SHIM/gsasr_cli"
-    else
-        mkdir "$SHIM/gsasr_cli"
-        for f in "$PWD"/gsasr_cli/*; do ln -s "$f" "$SHIM/gsasr_cli/"; done
-        ln -s "$PWD/weights" "$SHIM/gsasr_cli/weights"
-    fi
-    export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
-fi
+# gsasr_kernels and gsasr_cli importable without installing them.
+source scripts/device_pythonpath.sh
 
 {
     echo "# GPU check $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null)"

@@ -512,3 +512,38 @@ def test_average_weights_never_replaces_a_file_and_says_what_is_wrong_in_one_lin
         assert res.returncode == 1 and message in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
     assert a.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["a.safetensors"]
+
+
+def test_pack_gpu_data_fits_the_budget_and_never_replaces_a_folder(tmp_path):
+    """scripts/pack_gpu_data.py: a seeded choice of whole files within --max-mb (one too
+    large for what is left is skipped, smaller ones after it still taken), the same choice
+    for the same seed, and an existing --out refused."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, size in enumerate([400_000, 300_000, 250_000, 200_000, 100_000, 50_000]):
+        (src / f"p{i}.png").write_bytes(bytes(size))
+    (src / "notes.txt").write_bytes(bytes(10))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pack_gpu_data.py"
+
+    def pack(out: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, str(script), str(src), "--out", str(tmp_path / out), *extra]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    picks = []
+    for out in ("a", "b"):
+        res = pack(out, "--max-mb", "0.6", "--seed", "3")
+        assert res.returncode == 0, res.stderr
+        files = sorted(p.name for p in (tmp_path / out).iterdir())
+        total = sum((tmp_path / out / f).stat().st_size for f in files)
+        assert total <= 600_000 and "notes.txt" not in files
+        left_out = [p.stat().st_size for p in src.glob("*.png") if p.name not in files]
+        assert left_out and min(left_out) > 600_000 - total  # each one left out did not fit
+        picks.append(files)
+    assert picks[0] == picks[1]
+    res = pack("a")
+    assert res.returncode == 1 and "exists" in res.stderr
+    res = pack("c", "--max-mb", "0.01")
+    assert res.returncode == 1 and "no image fits" in res.stderr and not (tmp_path / "c").exists()
