@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-mb", type=float, default=44.0, help="total size in MB [44]")
     ap.add_argument("--seed", type=int, default=0, help="seed of the choice [0]")
     args = ap.parse_args(argv)
+    if not args.max_mb > 0 or args.max_mb == float("inf"):
+        ap.error(f"--max-mb {args.max_mb:g}: give a size in MB above 0")
     if not args.src.is_dir():
         print(f"error: {args.src}: not a folder", file=sys.stderr)
         return 1

@@ -547,3 +547,5 @@ def test_pack_gpu_data_fits_the_budget_and_never_replaces_a_folder(tmp_path):
     assert res.returncode == 1 and "exists" in res.stderr
     res = pack("c", "--max-mb", "0.01")
     assert res.returncode == 1 and "no image fits" in res.stderr and not (tmp_path / "c").exists()
+    res = pack("c", "--max-mb", "nan")
+    assert res.returncode == 2 and "above 0" in res.stderr and not (tmp_path / "c").exists()
