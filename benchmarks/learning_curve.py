@@ -16,7 +16,9 @@ import re
 import sys
 from pathlib import Path
 
-SCALES = ("2", "2.5", "3", "3.7", "4", "6", "8", "12")
+from gsasr_cli.evaluate import TABLE_SCALES
+
+SCALES = [f"{s:g}" for s in TABLE_SCALES]  # as `gsasr eval --json` keys its summary
 
 
 def legs(card: str) -> tuple[list[float], dict[int, tuple[str, float]]]:

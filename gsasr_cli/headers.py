@@ -18,7 +18,7 @@ import mmap
 import struct
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .errors import GsasrError
@@ -173,10 +173,7 @@ def _png(b, name: str, warn: Warn) -> ImageInfo:
     depth, ctype = b[24], b[25]
     alpha, frames, icc, exif = ctype in (4, 6), 1, None, None
     animation = frame_first = seen_idat = False  # frame_first: an fcTL before the IDAT
-    pos = 8
-    while pos + 8 <= len(b):
-        length = _u32(b, pos, True)
-        kind = bytes(b[pos + 4 : pos + 8])
+    for pos, kind, length in _png_chunks(b):
         body = b[pos + 8 : pos + 8 + length]
         if kind == b"tRNS":
             alpha = True
@@ -194,7 +191,6 @@ def _png(b, name: str, warn: Warn) -> ImageInfo:
             exif = _raw_profile_exif(kind, bytes(body))
         elif kind == b"IEND":
             break
-        pos += 12 + length
     meta = metadata_from_raw(exif, icc, name, warn)
     w, h = _upright(w, h, meta)
     bits = 16 if depth == 16 else 8
@@ -206,13 +202,19 @@ def png_without_animation(data: bytes) -> bytes:
     """A PNG's bytes without its acTL chunk: decoders then read the still image (IDAT)
     instead of the first animation frame (fcTL and fdAT are ancillary: skipped)."""
     b = memoryview(data)
+    for pos, kind, length in _png_chunks(b):
+        if kind == b"acTL":
+            return bytes(b[:pos]) + bytes(b[pos + 12 + length :])
+    return data
+
+
+def _png_chunks(b) -> Iterator[tuple[int, bytes, int]]:
+    """Each chunk of a PNG after its signature: (offset, type, data length)."""
     pos = 8
     while pos + 8 <= len(b):
         length = _u32(b, pos, True)
-        if bytes(b[pos + 4 : pos + 8]) == b"acTL":
-            return bytes(b[:pos]) + bytes(b[pos + 12 + length :])
+        yield pos, bytes(b[pos + 4 : pos + 8]), length
         pos += 12 + length
-    return data
 
 
 def _raw_profile_exif(kind: bytes, body: bytes, limit: int = 1 << 20) -> bytes | None:

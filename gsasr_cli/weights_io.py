@@ -42,12 +42,12 @@ def save_weights(
 
 def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> GSASR:
     """Build the model described by a weights file and load it strictly, in float32."""
-    model, _ = _load(path or default_weights_path())
+    model, _ = load_with_metadata(path or default_weights_path())
     return model.to(device).eval()
 
 
-def _load(path: Path) -> tuple[GSASR, dict[str, str]]:
-    """The model of a weights file, on the CPU, and the file's metadata."""
+def load_with_metadata(path: Path) -> tuple[GSASR, dict[str, str]]:
+    """The model of a weights file, on the CPU, and the file's metadata ("steps", ...)."""
     if not path.is_file():
         raise InvalidRequest(f"{path}: weights file not found")
     try:
@@ -122,7 +122,7 @@ def _config_fields(metadata: dict[str, str]) -> dict:
 
 def describe(path: Path) -> str:
     """One line on what a weights file holds (loading it strictly); GsasrError if unusable."""
-    model, metadata = _load(path)
+    model, metadata = load_with_metadata(path)
     steps = metadata.get("steps", "")
     cfg, g = model.cfg, model.cfg.gaussians_per_pixel
     n = sum(p.numel() for p in model.parameters())

@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from gsasr_cli.errors import GsasrError
-from gsasr_cli.weights_io import load_model, save_weights
+from gsasr_cli.weights_io import load_with_metadata, save_weights
 
 
 def main() -> None:
@@ -32,20 +31,18 @@ def main() -> None:
     if os.path.lexists(args.out):  # never an input, never a result written before
         sys.exit(f"{args.out}: exists; not replaced (remove it first)")
     try:
-        models = [load_model(p) for p in args.weights]
+        loaded = [load_with_metadata(p) for p in args.weights]
     except GsasrError as exc:
         sys.exit(str(exc))
+    models = [model for model, _ in loaded]
     if any(m.cfg != models[0].cfg for m in models):
         sys.exit("the weights files are of different architectures")
     avg, params = models[0], [dict(m.named_parameters()) for m in models]
     with torch.no_grad():
         for name, p in params[0].items():
             p.copy_(torch.stack([ps[name].float() for ps in params]).mean(0))
-    steps = []
-    for path in args.weights:
-        with safe_open(str(path), "pt") as f:
-            recorded = (f.metadata() or {}).get("steps", "")
-            steps.append(int(recorded) if recorded.isdigit() else 0)
+    recorded = [metadata.get("steps", "") for _, metadata in loaded]
+    steps = [int(r) if r.isdigit() else 0 for r in recorded]
     names = ", ".join(
         p.name if p.parent.name in ("", ".") else f"{p.parent.name}/{p.name}" for p in args.weights
     )

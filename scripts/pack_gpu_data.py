@@ -16,7 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+from gsasr_cli.errors import GsasrError
+from gsasr_cli.jobs import list_images
 
 
 def choose(files: list[tuple[Path, int]], budget: int, seed: int) -> list[tuple[Path, int]]:
@@ -40,17 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.max_mb > 0 or args.max_mb == float("inf"):
         ap.error(f"--max-mb {args.max_mb:g}: give a size in MB above 0")
-    if not args.src.is_dir():
-        print(f"error: {args.src}: not a folder", file=sys.stderr)
-        return 1
     if args.out.exists():
         print(f"error: {args.out}: exists; give a new folder", file=sys.stderr)
         return 1
-    files = [
-        (p, p.stat().st_size)
-        for p in args.src.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    ]
+    try:  # the images `gsasr train --data SRC` reads
+        files = [(p, p.stat().st_size) for p in list_images(args.src)]
+    except GsasrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     chosen = choose(files, int(args.max_mb * 1e6), args.seed)
     if not chosen:
         print(f"error: {args.src}: no image fits in {args.max_mb:g} MB", file=sys.stderr)
