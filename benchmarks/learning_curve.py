@@ -11,12 +11,14 @@ val set (`gsasr eval --liif ... --json`). Prints a Markdown table; `--plot PNG` 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 import sys
 from pathlib import Path
 
 from gsasr_cli.evaluate import TABLE_SCALES
+from gsasr_cli.files import write_atomic
 
 SCALES = [f"{s:g}" for s in TABLE_SCALES]  # as `gsasr eval --json` keys its summary
 
@@ -81,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         ax.set(xlabel="relay leg", ylabel="mean Y-PSNR over v1 (dB), 8 scales", xticks=xs)
         ax.legend(loc="lower right")
         fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        write_atomic(args.plot, buf.getvalue())  # never a half-written PNG
     return 0
 
 

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from gsasr_cli.errors import GsasrError
@@ -53,12 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         print(f"error: {args.src}: no image fits in {args.max_mb:g} MB", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True)
-    for path, _ in chosen:
-        try:
-            os.link(path, args.out / path.name)
-        except OSError:  # another file system, or no hard links there
-            shutil.copyfile(path, args.out / path.name)
+    # Filled beside OUT and renamed when complete: a failed copy leaves no partial OUT.
+    part = None
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        part = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
+        for path, _ in chosen:
+            try:
+                os.link(path, part / path.name)
+            except OSError:  # another file system, or no hard links there
+                shutil.copyfile(path, part / path.name)
+        part.rename(args.out)
+    except OSError as exc:
+        print(f"error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        if part is not None:
+            shutil.rmtree(part, ignore_errors=True)  # gone already once renamed
     total = sum(size for _, size in chosen)
     print(f"{args.out}: {len(chosen)} of {len(files)} images, {total / 1e6:.1f} MB")
     return 0

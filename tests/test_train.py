@@ -549,3 +549,33 @@ def test_pack_gpu_data_fits_the_budget_and_never_replaces_a_folder(tmp_path):
     assert res.returncode == 1 and "no image fits" in res.stderr and not (tmp_path / "c").exists()
     res = pack("c", "--max-mb", "nan")
     assert res.returncode == 2 and "above 0" in res.stderr and not (tmp_path / "c").exists()
+
+
+def test_pack_gpu_data_leaves_nothing_when_a_copy_fails(tmp_path, monkeypatch, capsys):
+    """A copy that failed half-way (a full disk) left a partial OUT that looked complete."""
+    import importlib.util
+    import os
+    import shutil
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pack_gpu_data.py"
+    spec = importlib.util.spec_from_file_location("pack_gpu_data", script)
+    assert spec is not None and spec.loader is not None
+    pack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"p{i}.png").write_bytes(bytes(1000))
+    copied = []
+
+    def fail_third(a, b):
+        if len(copied) == 2:
+            raise OSError(28, "No space left on device")
+        copied.append(b)
+        Path(b).write_bytes(Path(a).read_bytes())
+
+    monkeypatch.setattr(os, "link", fail_third)
+    monkeypatch.setattr(shutil, "copyfile", fail_third)
+    assert pack.main([str(src), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip().endswith("out: No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no OUT, no temporary
